@@ -1,0 +1,1 @@
+"""Journey: a gRPC service that turns tracked events into customer-journey system events."""

@@ -1,0 +1,1 @@
+"""The gRPC edge: thin servicers, interceptors, the error map and protobuf converters."""

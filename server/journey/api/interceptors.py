@@ -1,0 +1,198 @@
+"""Cross-cutting concerns applied to every RPC: logging, error mapping, admission, validation."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, cast
+
+import grpc
+
+from journey.api.errors import abort
+from journey.api.validation import VALIDATORS
+from journey.domain.errors import InvalidArgument, JourneyError, Unavailable
+
+log = logging.getLogger("journey.rpc")
+
+Context = "grpc.aio.ServicerContext[Any, Any]"
+UnaryCall = Callable[[Any, Context], Awaitable[Any]]
+StreamCall = Callable[[Any, Context], AsyncIterator[Any]]
+Handler = "grpc.RpcMethodHandler[Any, Any]"
+
+OUR_PACKAGE = "/journey.v1."
+
+
+class MethodInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
+    """Wraps each unary and server-streaming method; subclasses say what to do around a call."""
+
+    # The stubs say a handler is always found; grpc passes None for an unknown method.
+    async def intercept_service(  # type: ignore[override]
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Handler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> Handler | None:
+        """Return the next handler with its behaviour wrapped."""
+        # Typed loosely: the stubs describe the sync handler shapes, not the aio ones.
+        handler: Any = await continuation(handler_call_details)
+        if handler is None:
+            return None
+        method: str = handler_call_details.method
+        if handler.unary_unary is not None:
+            unary: UnaryCall = handler.unary_unary
+
+            async def unary_behaviour(request: Any, context: Context) -> Any:
+                return await self.unary(method, request, context, unary)
+
+            return grpc.unary_unary_rpc_method_handler(
+                unary_behaviour, handler.request_deserializer, handler.response_serializer
+            )
+        if handler.unary_stream is not None:
+            stream: StreamCall = handler.unary_stream
+
+            # grpc tells streaming behaviours apart by their being async generator functions.
+            async def stream_behaviour(request: Any, context: Context) -> AsyncIterator[Any]:
+                async for response in self.stream(method, request, context, stream):
+                    yield response
+
+            return grpc.unary_stream_rpc_method_handler(
+                stream_behaviour, handler.request_deserializer, handler.response_serializer
+            )
+        return cast(Handler, handler)
+
+    async def unary(self, method: str, request: Any, context: Context, call: UnaryCall) -> Any:
+        """Around a unary call; by default, just the call."""
+        return await call(request, context)
+
+    def stream(
+        self, method: str, request: Any, context: Context, call: StreamCall
+    ) -> AsyncIterator[Any]:
+        """Around a server-streaming call; by default, just the call."""
+        return call(request, context)
+
+
+class LoggingInterceptor(MethodInterceptor):
+    """Logs each call's method, outcome and duration."""
+
+    async def unary(self, method: str, request: Any, context: Context, call: UnaryCall) -> Any:
+        """Time the call and log how it ended."""
+        started = time.perf_counter()
+        outcome = "OK"
+        try:
+            return await call(request, context)
+        except BaseException as error:
+            outcome = _outcome(error, context)
+            raise
+        finally:
+            _log(method, outcome, started)
+
+    async def stream(
+        self, method: str, request: Any, context: Context, call: StreamCall
+    ) -> AsyncIterator[Any]:
+        """Log when the stream opens and how it ended."""
+        started = time.perf_counter()
+        outcome = "OK"
+        log.debug("%s opened", method)
+        try:
+            async for response in call(request, context):
+                yield response
+        except BaseException as error:
+            outcome = _outcome(error, context)
+            raise
+        finally:
+            _log(method, outcome, started)
+
+
+def _outcome(error: BaseException, context: Context) -> str:
+    if isinstance(error, grpc.aio.AbortError):
+        code = context.code()
+        return code.name if isinstance(code, grpc.StatusCode) else str(code)
+    return type(error).__name__
+
+
+def _log(method: str, outcome: str, started: float) -> None:
+    elapsed_ms = (time.perf_counter() - started) * 1000
+    level = logging.DEBUG if outcome in ("OK", "CancelledError") else logging.INFO
+    log.log(level, "%s %s %.1fms", method, outcome, elapsed_ms)
+
+
+class ErrorInterceptor(MethodInterceptor):
+    """Turns domain errors into their statuses, and anything unexpected into INTERNAL."""
+
+    async def unary(self, method: str, request: Any, context: Context, call: UnaryCall) -> Any:
+        """Map what the call raised."""
+        try:
+            return await call(request, context)
+        except JourneyError as error:
+            await abort(context, error)
+        except Exception as error:
+            if isinstance(error, grpc.aio.AbortError):
+                raise
+            log.exception("%s failed", method)
+            await context.abort(grpc.StatusCode.INTERNAL, "internal error")
+
+    async def stream(
+        self, method: str, request: Any, context: Context, call: StreamCall
+    ) -> AsyncIterator[Any]:
+        """Map what the stream raised."""
+        try:
+            async for response in call(request, context):
+                yield response
+        except JourneyError as error:
+            await abort(context, error)
+        except Exception as error:
+            if isinstance(error, grpc.aio.AbortError):
+                raise
+            log.exception("%s failed", method)
+            await context.abort(grpc.StatusCode.INTERNAL, "internal error")
+
+
+class AdmissionInterceptor(MethodInterceptor):
+    """Refuses new Journey calls with UNAVAILABLE once shutdown has begun.
+
+    A call refused here was never started, so the client knows it was not stored and can retry
+    elsewhere; one cut off by the server stopping would only see CANCELLED.
+    """
+
+    def __init__(self) -> None:
+        self.open = True
+
+    def _check(self, method: str) -> None:
+        if not self.open and method.startswith(OUR_PACKAGE):
+            raise Unavailable("the server is shutting down")
+
+    async def unary(self, method: str, request: Any, context: Context, call: UnaryCall) -> Any:
+        """Admit the call, or refuse it."""
+        self._check(method)
+        return await call(request, context)
+
+    async def stream(
+        self, method: str, request: Any, context: Context, call: StreamCall
+    ) -> AsyncIterator[Any]:
+        """Admit the stream, or refuse it."""
+        self._check(method)
+        async for response in call(request, context):
+            yield response
+
+
+class ValidationInterceptor(MethodInterceptor):
+    """Checks each request against its method's validator before the servicer sees it."""
+
+    @staticmethod
+    def _check(method: str, request: Any) -> None:
+        validator = VALIDATORS.get(method)
+        if validator is not None and (violations := validator(request)):
+            raise InvalidArgument(violations)
+
+    async def unary(self, method: str, request: Any, context: Context, call: UnaryCall) -> Any:
+        """Validate, then call."""
+        self._check(method, request)
+        return await call(request, context)
+
+    async def stream(
+        self, method: str, request: Any, context: Context, call: StreamCall
+    ) -> AsyncIterator[Any]:
+        """Validate, then stream."""
+        self._check(method, request)
+        async for response in call(request, context):
+            yield response

@@ -1,0 +1,459 @@
+"""Settings from a TOML file and JOURNEY_* environment variables, validated once, then immutable."""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import timedelta
+from types import MappingProxyType
+from typing import Any
+
+from journey.domain.model import SystemEventType
+from journey.domain.policy import Policy
+
+_ENV_PREFIX = "JOURNEY_"
+_DURATION_HINT = "use a number of seconds or 500ms, 2s, 30m, 24h"
+_DURATION_UNITS = {
+    "ms": timedelta(milliseconds=1),
+    "s": timedelta(seconds=1),
+    "m": timedelta(minutes=1),
+    "h": timedelta(hours=1),
+}
+_DURATION_TEXT = re.compile(r"(?P<number>\d+(?:\.\d+)?|\.\d+)\s*(?P<unit>[A-Za-z]*)")
+_LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+_SOURCE_KEYS = ("id", "enabled")
+_MAX_SOURCE_ID_LENGTH = 128
+_MAX_PORT = 65535
+# Greedy up to the last `@`: an unescaped `@` in a password must not leak the password's tail;
+# masking a rare `@` in the path as well is the safe way to be wrong.
+_URL_PASSWORD = re.compile(r"^(?P<user>[^:/?#]+://[^:/?#@]*):.*@(?P<rest>[^@]*)$", re.DOTALL)
+_QUERY_PASSWORD = re.compile(r"(?P<name>[?&]password=)[^&#]*", re.IGNORECASE)
+
+
+class ConfigError(Exception):
+    """The configuration is unusable; the message names the key (and the variable, if one)."""
+
+
+class _Invalid(ValueError):
+    """A bad value; `path` locates it below its top-level key, e.g. `[1].enabled`."""
+
+    def __init__(self, message: str, path: str = "") -> None:
+        super().__init__(message)
+        self.path = path
+
+
+def parse_duration(value: object) -> timedelta:
+    """Read a duration: seconds as a number or string (`2`, `"0.5"`) or `500ms`, `2s`, `30m`, `24h`.
+
+    Raises ValueError, saying what is wrong, for anything else.
+    """
+    # bool is an int subclass, but `visit_timeout = true` is a mistake, not one second.
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        raise ValueError(f"bad duration {_kind(value)} ({_DURATION_HINT})")
+    if isinstance(value, str):
+        return _parse_duration_text(value)
+    if not math.isfinite(value):
+        raise ValueError(f"bad duration {value!r}: must be finite")
+    if value < 0:
+        raise ValueError(f"bad duration {value!r}: must not be negative")
+    return _scale(_DURATION_UNITS["s"], value, value)
+
+
+def _parse_duration_text(text: str) -> timedelta:
+    stripped = text.strip()
+    if not stripped:
+        raise ValueError(f"empty duration ({_DURATION_HINT})")
+    if stripped.startswith("-"):
+        raise ValueError(f"bad duration {text!r}: must not be negative")
+    match = _DURATION_TEXT.fullmatch(stripped)
+    if match is None:
+        raise ValueError(f"bad duration {text!r} ({_DURATION_HINT})")
+    unit = match["unit"] or "s"
+    if unit not in _DURATION_UNITS:
+        raise ValueError(f"bad duration {text!r}: unknown unit {unit!r} (use ms, s, m or h)")
+    return _scale(_DURATION_UNITS[unit], float(match["number"]), text)
+
+
+def _scale(unit: timedelta, number: float, original: object) -> timedelta:
+    try:
+        return unit * number
+    except OverflowError:
+        raise ValueError(f"bad duration {original!r}: too large") from None
+
+
+def _format_duration(duration: timedelta) -> str:
+    """The shortest of `24h`, `30m`, `5s`, `500ms` that is exact, else decimal seconds."""
+    micros = duration // timedelta(microseconds=1)
+    if micros == 0:
+        return "0s"
+    for suffix, unit in (("h", 3_600_000_000), ("m", 60_000_000), ("s", 1_000_000), ("ms", 1000)):
+        if micros % unit == 0:
+            return f"{micros // unit}{suffix}"
+    seconds, fraction = divmod(micros, 1_000_000)
+    return f"{seconds}.{fraction:06d}".rstrip("0") + "s"
+
+
+def _mask_password(url: str) -> str:
+    """Replace the password of `scheme://user:password@host/...` and any `password=` with `***`."""
+    masked = _URL_PASSWORD.sub(r"\g<user>:***@\g<rest>", url)
+    return _QUERY_PASSWORD.sub(r"\g<name>***", masked)
+
+
+def _kind(value: object) -> str:
+    """Name a TOML value's type for an error message, with the value itself if it is short."""
+    for python_type, name in (
+        (bool, "boolean"),
+        (int, "integer"),
+        (float, "float"),
+        (str, "string"),
+    ):
+        if isinstance(value, python_type):
+            return f"{name} {value!r}"
+    if isinstance(value, list | tuple):
+        return "array"
+    if isinstance(value, Mapping):
+        return "table"
+    return type(value).__name__
+
+
+# Normalizers: check a typed value and return it in its stored form. Settings runs them in
+# __post_init__, so a Settings built by hand obeys the same rules as a loaded one.
+
+
+def _string(value: object) -> str:
+    if not isinstance(value, str):
+        raise _Invalid(f"expected a string, got {_kind(value)}")
+    return value
+
+
+def _non_empty_string(value: object) -> str:
+    text = _string(value)
+    if not text.strip():
+        raise _Invalid("must not be empty")
+    return text
+
+
+def _listen_address(value: object) -> str:
+    address = _non_empty_string(value)
+    host, colon, port = address.rpartition(":")
+    if (
+        not colon
+        or not host
+        or any(char.isspace() for char in address)
+        or not (port.isascii() and port.isdigit() and int(port) <= _MAX_PORT)
+    ):
+        raise _Invalid(
+            f"expected HOST:PORT with a port of 0..{_MAX_PORT}, "
+            f"such as '127.0.0.1:50051' or '[::]:50051', got {address!r}"
+        )
+    # Without brackets `::1:50051` could be read as several host/port splits.
+    if ":" in host and not (host.startswith("[") and host.endswith("]")):
+        raise _Invalid(f"an IPv6 host needs brackets, as in '[::1]:50051', got {address!r}")
+    return address
+
+
+def _duration_value(value: object) -> timedelta:
+    if not isinstance(value, timedelta):
+        raise _Invalid(f"expected a duration, got {_kind(value)}")
+    return value
+
+
+def _positive_duration(value: object) -> timedelta:
+    duration = _duration_value(value)
+    if duration <= timedelta(0):
+        raise _Invalid(f"must be greater than 0, got {_format_duration(duration)}")
+    return duration
+
+
+def _non_negative_duration(value: object) -> timedelta:
+    duration = _duration_value(value)
+    if duration < timedelta(0):
+        raise _Invalid(f"must not be negative, got {_format_duration(duration)}")
+    return duration
+
+
+def _positive_int(value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise _Invalid(f"expected an integer, got {_kind(value)}")
+    if value < 1:
+        raise _Invalid(f"must be at least 1, got {value}")
+    return value
+
+
+def _log_level(value: object) -> str:
+    level = _string(value).strip().upper()
+    if level not in _LOG_LEVELS:
+        raise _Invalid(f"expected one of {', '.join(_LOG_LEVELS)}, got {value!r}")
+    return level
+
+
+def _system_event_switches(value: object) -> Mapping[SystemEventType, bool]:
+    if not isinstance(value, Mapping):
+        raise _Invalid(f"expected a table of event type = true/false, got {_kind(value)}")
+    # Every type is listed, so a type left out of the file stays on.
+    switches = dict.fromkeys(SystemEventType, True)
+    for event_type, enabled in value.items():
+        if not isinstance(event_type, SystemEventType):
+            raise _Invalid("expected a SystemEventType key", f".{event_type}")
+        if not isinstance(enabled, bool):
+            raise _Invalid(f"expected true or false, got {_kind(enabled)}", f".{event_type.slug}")
+        switches[event_type] = enabled
+    return MappingProxyType(switches)
+
+
+def _source_list(value: object) -> tuple[Source, ...]:
+    if not isinstance(value, list | tuple):
+        raise _Invalid(f"expected an array of tables ([[sources]]), got {_kind(value)}")
+    first_index: dict[str, int] = {}
+    for index, source in enumerate(value):
+        if not isinstance(source, Source):
+            raise _Invalid(f"expected a Source, got {_kind(source)}", f"[{index}]")
+        _check_source(source, index)
+        if source.id in first_index:
+            raise _Invalid(
+                f"duplicate id {source.id!r} (also sources[{first_index[source.id]}])",
+                f"[{index}].id",
+            )
+        first_index[source.id] = index
+    return tuple(value)
+
+
+def _check_source(source: Source, index: int) -> None:
+    if not isinstance(source.id, str):
+        raise _Invalid(f"expected a string, got {_kind(source.id)}", f"[{index}].id")
+    if not source.id:
+        raise _Invalid("must not be empty", f"[{index}].id")
+    if len(source.id) > _MAX_SOURCE_ID_LENGTH:
+        raise _Invalid(
+            f"longer than {_MAX_SOURCE_ID_LENGTH} characters ({len(source.id)})", f"[{index}].id"
+        )
+    if not isinstance(source.enabled, bool):
+        raise _Invalid(f"expected true or false, got {_kind(source.enabled)}", f"[{index}].enabled")
+
+
+# Decoders: turn a value as TOML gives it into the typed value that a normalizer checks.
+
+
+def _same(value: object) -> object:
+    return value
+
+
+def _duration(value: object) -> timedelta:
+    try:
+        return parse_duration(value)
+    except ValueError as exc:
+        raise _Invalid(str(exc)) from None
+
+
+def _decode_system_events(value: object) -> object:
+    if not isinstance(value, dict):
+        return value  # the normalizer names the wrong type
+    decoded: dict[object, object] = {}
+    for slug, enabled in value.items():
+        try:
+            decoded[SystemEventType.from_slug(slug)] = enabled
+        except ValueError:
+            known = ", ".join(event_type.slug for event_type in SystemEventType)
+            raise _Invalid(f"unknown system event type (known: {known})", f".{slug}") from None
+    return decoded
+
+
+def _decode_sources(value: object) -> object:
+    if not isinstance(value, list):
+        return value  # the normalizer names the wrong type
+    return [_decode_source(entry, index) for index, entry in enumerate(value)]
+
+
+def _decode_source(entry: object, index: int) -> Source:
+    if not isinstance(entry, dict):
+        raise _Invalid(f"expected a table with an id, got {_kind(entry)}", f"[{index}]")
+    for key in entry:
+        if key not in _SOURCE_KEYS:
+            raise _Invalid(f"unknown key (allowed: {', '.join(_SOURCE_KEYS)})", f"[{index}].{key}")
+    if "id" not in entry:
+        raise _Invalid("missing", f"[{index}].id")
+    return Source(id=entry["id"], enabled=entry.get("enabled", True))
+
+
+# Environment readers: turn a variable's text into a value as TOML would give it.
+
+
+def _env_int(text: str) -> object:
+    try:
+        return int(text)
+    except ValueError:
+        raise _Invalid(f"expected an integer, got {text!r}") from None
+
+
+def _env_toml(text: str) -> object:
+    try:
+        document = tomllib.loads(f"v = {text}")
+    except tomllib.TOMLDecodeError as exc:
+        raise _Invalid(f"not a TOML inline value ({exc}): {text!r}") from None
+    # A newline in the variable could otherwise smuggle in further keys.
+    if list(document) != ["v"]:
+        raise _Invalid(f"expected a single TOML inline value, got {text!r}")
+    return document["v"]
+
+
+@dataclass(frozen=True)
+class _Field:
+    """How one top-level key is read from TOML or from its variable, and checked."""
+
+    normalize: Callable[[object], object]
+    decode: Callable[[object], object] = _same
+    from_env: Callable[[str], object] = _same
+
+    def load(self, value: object) -> object:
+        return self.normalize(self.decode(value))
+
+    def load_env(self, text: str) -> object:
+        return self.load(self.from_env(text))
+
+
+def _all_enabled() -> Mapping[SystemEventType, bool]:
+    return MappingProxyType(dict.fromkeys(SystemEventType, True))
+
+
+@dataclass(frozen=True)
+class Source:
+    """A system that sends tracked events, named by `id`; a disabled one is turned away."""
+
+    id: str
+    enabled: bool = True
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The effective configuration; constructing one checks it, so every instance is valid."""
+
+    listen: str = "127.0.0.1:50051"
+    database_url: str = "sqlite+aiosqlite:///journey.db"
+    visit_timeout: timedelta = timedelta(minutes=30)
+    session_timeout: timedelta = timedelta(hours=24)
+    heartbeat_interval: timedelta = timedelta(seconds=5)
+    # Left out of the hash: a mapping proxy is unhashable, and the other fields suffice.
+    system_events: Mapping[SystemEventType, bool] = field(default_factory=_all_enabled, hash=False)
+    sources: tuple[Source, ...] = ()
+    # How many events a live subscriber may fall behind before it is cut off.
+    live_buffer_size: int = 10000
+    shutdown_grace: timedelta = timedelta(seconds=5)
+    log_level: str = "INFO"
+
+    def __post_init__(self) -> None:
+        for key, spec in _FIELDS.items():
+            object.__setattr__(self, key, _checked(spec.normalize, getattr(self, key), key))
+        if self.visit_timeout > self.session_timeout:
+            raise ConfigError(
+                f"visit_timeout: {_format_duration(self.visit_timeout)} is longer than "
+                f"session_timeout {_format_duration(self.session_timeout)}; "
+                "a visit cannot outlast its session"
+            )
+
+    @property
+    def enabled_types(self) -> frozenset[SystemEventType]:
+        """The system-event types that are switched on."""
+        return frozenset(event_type for event_type, on in self.system_events.items() if on)
+
+    def policy(self) -> Policy:
+        """The part of the settings that the domain rules use."""
+        return Policy(
+            visit_timeout=self.visit_timeout,
+            session_timeout=self.session_timeout,
+            enabled_types=self.enabled_types,
+        )
+
+    def describe(self) -> dict[str, object]:
+        """The effective configuration as JSON-friendly values, for the startup log line."""
+        return {
+            "listen": self.listen,
+            "database_url": _mask_password(self.database_url),
+            "visit_timeout": _format_duration(self.visit_timeout),
+            "session_timeout": _format_duration(self.session_timeout),
+            "heartbeat_interval": _format_duration(self.heartbeat_interval),
+            "system_events": {
+                event_type.slug: enabled for event_type, enabled in self.system_events.items()
+            },
+            "sources": [{"id": source.id, "enabled": source.enabled} for source in self.sources],
+            "live_buffer_size": self.live_buffer_size,
+            "shutdown_grace": _format_duration(self.shutdown_grace),
+            "log_level": self.log_level,
+        }
+
+
+_FIELDS: Mapping[str, _Field] = {
+    "listen": _Field(_listen_address),
+    "database_url": _Field(_non_empty_string),
+    "visit_timeout": _Field(_positive_duration, _duration),
+    "session_timeout": _Field(_positive_duration, _duration),
+    "heartbeat_interval": _Field(_positive_duration, _duration),
+    "system_events": _Field(_system_event_switches, _decode_system_events, _env_toml),
+    "sources": _Field(_source_list, _decode_sources, _env_toml),
+    "live_buffer_size": _Field(_positive_int, from_env=_env_int),
+    "shutdown_grace": _Field(_non_negative_duration, _duration),
+    "log_level": _Field(_log_level),
+}
+
+
+def _checked(check: Callable[[Any], object], value: object, key: str, variable: str = "") -> Any:
+    """Run `check`, turning its complaint into a ConfigError that names the key and variable."""
+    try:
+        return check(value)
+    except _Invalid as exc:
+        where = key + exc.path
+        raise ConfigError(
+            f"{variable} ({where}): {exc}" if variable else f"{where}: {exc}"
+        ) from None
+
+
+def load_settings(
+    path: str | os.PathLike[str] | None = None, environ: Mapping[str, str] | None = None
+) -> Settings:
+    """Read the TOML file at `path` (if any), then let JOURNEY_<KEY> variables override its keys.
+
+    A variable replaces its key's whole value: JOURNEY_SYSTEM_EVENTS is not merged with the
+    file's [system_events]. `environ` defaults to `os.environ`. Raises ConfigError.
+    """
+    values: dict[str, Any] = {}
+    if path is not None:
+        for key, value in _read_toml(path).items():
+            spec = _FIELDS.get(key)
+            if spec is None:
+                raise ConfigError(
+                    f"{key}: unknown setting in {os.fspath(path)} (known: {', '.join(_FIELDS)})"
+                )
+            values[key] = _checked(spec.load, value, key)
+    env = os.environ if environ is None else environ
+    for variable, key in _env_keys(env):
+        values[key] = _checked(_FIELDS[key].load_env, env[variable], key, variable)
+    return Settings(**values)
+
+
+def _read_toml(path: str | os.PathLike[str]) -> dict[str, Any]:
+    name = os.fspath(path)
+    try:
+        with open(path, "rb") as file:
+            return tomllib.load(file)
+    except OSError as exc:
+        raise ConfigError(f"{name}: cannot read the config file: {exc.strerror or exc}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{name}: invalid TOML: {exc}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{name}: not UTF-8: {exc}") from None
+
+
+def _env_keys(environ: Mapping[str, str]) -> list[tuple[str, str]]:
+    """The JOURNEY_* variables and the keys they set; a variable that sets nothing is a typo."""
+    keys = {f"{_ENV_PREFIX}{key.upper()}": key for key in _FIELDS}
+    found = []
+    for variable in sorted(environ):
+        if not variable.startswith(_ENV_PREFIX):
+            continue
+        if variable not in keys:
+            raise ConfigError(f"{variable}: names no setting (known: {', '.join(keys)})")
+        found.append((variable, keys[variable]))
+    return found

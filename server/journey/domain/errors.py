@@ -1,0 +1,53 @@
+"""Domain errors, each declaring the gRPC status code (by name) that it maps to."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class FieldViolation:
+    """One bad field of a request: a path such as `events[2].type`, and what is wrong with it."""
+
+    field: str
+    description: str
+
+
+class JourneyError(Exception):
+    """Base of every error a caller is meant to see; `code` names a `grpc.StatusCode` member."""
+
+    # A name rather than grpc.StatusCode keeps the domain free of grpc imports.
+    code = "INTERNAL"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class InvalidArgument(JourneyError):
+    """The request is malformed; `violations` lists every bad field."""
+
+    code = "INVALID_ARGUMENT"
+
+    def __init__(self, violations: Sequence[FieldViolation]) -> None:
+        super().__init__("; ".join(f"{v.field}: {v.description}" for v in violations))
+        self.violations = tuple(violations)
+
+
+class NotFound(JourneyError):
+    """The named session, profile or source does not exist."""
+
+    code = "NOT_FOUND"
+
+
+class FailedPrecondition(JourneyError):
+    """The request is well formed but the state it would act on forbids it."""
+
+    code = "FAILED_PRECONDITION"
+
+
+class Unavailable(JourneyError):
+    """The server cannot take the call now (shutting down, storage failing); retry later."""
+
+    code = "UNAVAILABLE"

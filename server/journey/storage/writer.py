@@ -1,0 +1,168 @@
+"""The single writer: runs units of work in group commits and assigns positions in commit order."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
+
+from sqlalchemy import func, select
+from sqlalchemy.exc import DBAPIError
+
+from journey.domain.errors import JourneyError, Unavailable
+from journey.domain.model import SystemEvent
+from journey.storage.database import Database
+from journey.storage.schema import SystemEventRow
+from journey.storage.unit_of_work import UnitOfWork
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+Work = Callable[[UnitOfWork], Awaitable[T]]
+OnCommit = Callable[[Sequence[SystemEvent]], None]
+
+MAX_BATCH = 256
+
+
+@dataclass
+class _Item(Generic[T]):
+    work: Work[T]
+    future: asyncio.Future[T] = field(
+        default_factory=lambda: asyncio.get_running_loop().create_future()
+    )
+
+
+class Writer:
+    """Every write goes through here, one transaction at a time.
+
+    One writer is what makes positions strictly increase in commit order on any database: it
+    numbers the system events itself, and no other transaction can commit in between. Calls
+    that arrive while a transaction runs share the next one (group commit), so the cost of a
+    commit is paid once per batch, not once per call.
+
+    A unit of work must do all its reads and raise any JourneyError before its first write;
+    then a refused call leaves nothing behind and the others in its batch still commit.
+    """
+
+    def __init__(self, database: Database, on_commit: OnCommit, queue_size: int = 1024) -> None:
+        self._database = database
+        self._on_commit = on_commit
+        self._queue: asyncio.Queue[_Item[Any] | None] = asyncio.Queue(maxsize=queue_size)
+        self._task: asyncio.Task[None] | None = None
+        self._closing = False
+        self._position = 0
+
+    @property
+    def last_position(self) -> int:
+        """The position of the last committed system event (0 when there is none)."""
+        return self._position
+
+    async def start(self) -> None:
+        """Read the last position and start the writer task."""
+        async with self._database.sessions() as session:
+            last = await session.scalar(select(func.max(SystemEventRow.position)))
+        self._position = int(last or 0)
+        self._task = asyncio.create_task(self._run(), name="journey-writer")
+
+    async def submit(self, work: Work[T]) -> T:
+        """Run `work` in the next group commit and return its result once committed."""
+        if self._closing:
+            raise Unavailable("the server is shutting down")
+        item: _Item[T] = _Item(work)
+        await self._queue.put(item)
+        return await item.future
+
+    async def close(self) -> None:
+        """Commit what was submitted, then stop; later submissions get UNAVAILABLE."""
+        self._closing = True
+        if self._task is None:
+            return
+        await self._queue.put(None)
+        await self._task
+
+    async def _run(self) -> None:
+        pending: list[_Item[Any]] = []
+        try:
+            while True:
+                first = await self._queue.get()
+                if first is None:
+                    return
+                pending = [first]
+                stop = False
+                while len(pending) < MAX_BATCH and not self._queue.empty():
+                    item = self._queue.get_nowait()
+                    if item is None:
+                        stop = True
+                        break
+                    pending.append(item)
+                await self._commit(pending)
+                pending = []
+                if stop:
+                    return
+        finally:
+            # Whatever way the task ends, no caller may wait forever.
+            leftovers = pending + [i for i in _drain(self._queue) if i is not None]
+            for item in leftovers:
+                if not item.future.done():
+                    item.future.set_exception(Unavailable("the server is shutting down"))
+
+    async def _commit(self, batch: list[_Item[Any]]) -> None:
+        if await self._attempt(batch) or len(batch) == 1:
+            return
+        # One bad call must not sink the others: retry each on its own.
+        for item in batch:
+            await self._attempt([item])
+
+    async def _attempt(self, batch: list[_Item[Any]]) -> bool:
+        start = self._position
+
+        def next_position() -> int:
+            self._position += 1
+            return self._position
+
+        results: list[tuple[_Item[Any], Any, BaseException | None]] = []
+        try:
+            async with self._database.sessions() as session, session.begin():
+                uow = UnitOfWork(session, next_position)
+                for item in batch:
+                    writes = uow.writes
+                    try:
+                        results.append((item, await item.work(uow), None))
+                    except JourneyError as refused:
+                        if uow.writes != writes:
+                            raise
+                        results.append((item, None, refused))
+        except Exception as failed:
+            self._position = start
+            if len(batch) == 1:
+                log.warning("commit failed: %r", failed)
+                failure = (
+                    Unavailable(f"storage is unavailable: {type(failed).__name__}")
+                    if isinstance(failed, DBAPIError | OSError)
+                    else failed
+                )
+                _settle(batch[0], None, failure)
+            return False
+        if uow.appended:
+            self._on_commit(uow.appended)
+        for item, result, refusal in results:
+            _settle(item, result, refusal)
+        return True
+
+
+def _settle(item: _Item[Any], result: Any, error: BaseException | None) -> None:
+    if item.future.done():  # the caller gave up; the work is committed all the same
+        return
+    if error is not None:
+        item.future.set_exception(error)
+    else:
+        item.future.set_result(result)
+
+
+def _drain(queue: asyncio.Queue[_Item[Any] | None]) -> list[_Item[Any] | None]:
+    items = []
+    while not queue.empty():
+        items.append(queue.get_nowait())
+    return items

@@ -1,0 +1,1 @@
+"""Streaming: fan-out of committed system events to live subscribers, and replay from storage."""

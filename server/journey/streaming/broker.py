@@ -1,0 +1,120 @@
+"""The broker: hands each committed system event to every live subscriber's bounded buffer."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import deque
+from collections.abc import Sequence
+
+from journey.domain.model import SystemEvent, SystemEventFilter
+
+log = logging.getLogger(__name__)
+
+
+class LiveBuffer:
+    """One subscriber's bounded buffer of matching live events.
+
+    It never blocks the publisher: when full it drops everything and marks itself overflowed,
+    and the subscriber goes back to storage for what it missed.
+    """
+
+    def __init__(self, event_filter: SystemEventFilter, capacity: int, start: int) -> None:
+        self.filter = event_filter
+        self.capacity = capacity
+        # Everything at or below `start` was committed before the buffer existed.
+        self.start = start
+        # The last position offered, matching or not.
+        self.seen = start
+        self.overflowed = False
+        self.closed = False
+        self._events: deque[SystemEvent] = deque()
+        self._wake = asyncio.Event()
+
+    def offer(self, events: Sequence[SystemEvent]) -> None:
+        """Take the matching events of a commit, or overflow."""
+        if self.overflowed or self.closed:
+            return
+        matching = [e for e in events if self.filter.matches(e)]
+        if len(self._events) + len(matching) > self.capacity:
+            self.overflow()
+            return
+        self._events.extend(matching)
+        self.seen = events[-1].position
+        if matching:
+            self._wake.set()
+
+    def overflow(self) -> None:
+        """Drop the buffered events (freeing them) and tell the subscriber to read storage."""
+        self.overflowed = True
+        self._events.clear()
+        self._wake.set()
+
+    def close(self) -> None:
+        """End the subscription: the server is shutting down."""
+        self.closed = True
+        self._wake.set()
+
+    def take(self) -> tuple[list[SystemEvent], int]:
+        """Everything buffered, and the position up to which it covers the log."""
+        events = list(self._events)
+        self._events.clear()
+        self._wake.clear()
+        return events, self.seen
+
+    async def wait(self, seconds: float) -> None:
+        """Wait until something is buffered, the buffer overflows or closes, or `seconds` pass."""
+        if self._events or self.overflowed or self.closed:
+            return
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(seconds):
+                await self._wake.wait()
+
+
+class Broker:
+    """Publishes committed system events, in position order, to live buffers."""
+
+    def __init__(self, head: int = 0) -> None:
+        self.head = head
+        self.closed = False
+        self._buffers: set[LiveBuffer] = set()
+
+    @property
+    def subscriber_count(self) -> int:
+        """How many live buffers are registered."""
+        return len(self._buffers)
+
+    def register(self, event_filter: SystemEventFilter, capacity: int) -> LiveBuffer:
+        """A new live buffer that receives everything published after the current head."""
+        buffer = LiveBuffer(event_filter, capacity, self.head)
+        if self.closed:
+            buffer.close()
+        else:
+            self._buffers.add(buffer)
+        return buffer
+
+    def unregister(self, buffer: LiveBuffer) -> None:
+        """Forget a buffer; its events are released with it."""
+        self._buffers.discard(buffer)
+
+    def publish(self, events: Sequence[SystemEvent]) -> None:
+        """Hand a commit's system events to every buffer; called by the writer after each commit."""
+        if not events:
+            return
+        if events[0].position != self.head + 1:
+            # Never expected: positions are contiguous. If it happens, no subscriber may
+            # trust its buffer, so all of them go back to storage.
+            log.error("position gap: head %d, next %d", self.head, events[0].position)
+            for buffer in self._buffers:
+                buffer.overflow()
+        self.head = events[-1].position
+        for buffer in self._buffers:
+            buffer.offer(events)
+
+    def close(self) -> None:
+        """End every subscription and refuse new ones."""
+        self.closed = True
+        for buffer in self._buffers:
+            buffer.close()
+        self._buffers.clear()

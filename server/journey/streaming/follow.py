@@ -1,0 +1,148 @@
+"""One subscription: replay from storage, hand over to the live buffer without a gap, heartbeats."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from journey.clock import Clock
+from journey.domain.model import SystemEvent, SystemEventFilter
+from journey.storage.queries import Queries
+from journey.streaming.broker import Broker, LiveBuffer
+
+REPLAY_PAGE = 500
+
+BEGINNING = "beginning"
+END = "end"
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """A system event for the subscriber."""
+
+    event: SystemEvent
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """Everything up to `position` was delivered or filtered out."""
+
+    position: int
+    server_time: datetime
+
+
+@dataclass(frozen=True)
+class CaughtUp:
+    """Replay is done; what follows is live."""
+
+    position: int
+
+
+@dataclass(frozen=True)
+class FellBehind:
+    """The live buffer overflowed; the stream goes back to storage."""
+
+    position: int
+
+
+StreamItem = Delivery | Checkpoint | CaughtUp | FellBehind
+
+
+class _Position:
+    """How far a subscription got, and when it last sent a checkpoint."""
+
+    def __init__(self, cursor: int, now: float) -> None:
+        # Every event up to `cursor` was delivered or filtered out.
+        self.cursor = cursor
+        self.last_beat = now
+
+
+@dataclass(frozen=True)
+class Follow:
+    """Serves subscriptions from the broker and storage."""
+
+    broker: Broker
+    queries: Queries
+    clock: Clock
+    heartbeat: timedelta
+    buffer_capacity: int
+
+    async def stream(
+        self, event_filter: SystemEventFilter, start: str | int
+    ) -> AsyncIterator[StreamItem]:
+        """Yield matching events exactly once in position order, after `start`.
+
+        `start` is BEGINNING, END, or a position to resume after. The stream ends when the
+        broker closes; on cancellation the live buffer is released and the error propagates.
+        """
+        loop = asyncio.get_running_loop()
+        head = self.broker.head
+        at = _Position(
+            0 if start == BEGINNING else head if start == END else int(start), loop.time()
+        )
+        while not self.broker.closed:
+            # Catch up from storage first, with no live buffer to overflow meanwhile.
+            async for item in self._replay(event_filter, at, None):
+                yield item
+            buffer = self.broker.register(event_filter, self.buffer_capacity)
+            try:
+                # What committed between the last page and registering is in storage;
+                # everything after `buffer.start` lands in the buffer.
+                async for item in self._replay(event_filter, at, buffer.start):
+                    yield item
+                if buffer.overflowed:
+                    continue
+                yield CaughtUp(at.cursor)
+                async for item in self._live(buffer, at):
+                    yield item
+            finally:
+                self.broker.unregister(buffer)
+
+    async def _replay(
+        self, event_filter: SystemEventFilter, at: _Position, up_to: int | None
+    ) -> AsyncIterator[StreamItem]:
+        while True:
+            limit = self.broker.head if up_to is None else up_to
+            if at.cursor >= limit:
+                return
+            page = await self.queries.system_events(
+                event_filter, at.cursor, REPLAY_PAGE, up_to=limit
+            )
+            for event in page:
+                yield Delivery(event)
+                at.cursor = event.position
+            if len(page) < REPLAY_PAGE:
+                at.cursor = limit
+            if self._beat_due(at):
+                yield self._beat(at)
+            if len(page) < REPLAY_PAGE:
+                return
+
+    async def _live(self, buffer: LiveBuffer, at: _Position) -> AsyncIterator[StreamItem]:
+        interval = self.heartbeat.total_seconds()
+        loop = asyncio.get_running_loop()
+        while True:
+            if buffer.overflowed:
+                yield FellBehind(at.cursor)
+                return
+            events, covered = buffer.take()
+            for event in events:
+                if event.position > at.cursor:
+                    yield Delivery(event)
+                    at.cursor = event.position
+            at.cursor = max(at.cursor, covered)
+            if self._beat_due(at):
+                yield self._beat(at)
+            if buffer.closed:
+                return
+            if not events:
+                await buffer.wait(max(0.0, at.last_beat + interval - loop.time()))
+
+    def _beat_due(self, at: _Position) -> bool:
+        return asyncio.get_running_loop().time() - at.last_beat >= self.heartbeat.total_seconds()
+
+    def _beat(self, at: _Position) -> Checkpoint:
+        at.last_beat = asyncio.get_running_loop().time()
+        return Checkpoint(at.cursor, self.clock.now())

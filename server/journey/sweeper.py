@@ -1,0 +1,63 @@
+"""The sweeper: ends visits and closes sessions when their timeouts run out, clients or not."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from journey.clock import Clock
+from journey.domain.policy import Policy
+from journey.journal import Journal
+from journey.storage.queries import Queries
+
+log = logging.getLogger(__name__)
+
+BATCH = 500
+# Sessions opened while the sweeper sleeps may time out sooner than the deadline it
+# slept toward; waking at least this often keeps every timeout within a second.
+MAX_IDLE_SECONDS = 0.5
+
+
+class Sweeper:
+    """Finds due sessions through the (state, last_activity_time) index and expires them."""
+
+    def __init__(self, journal: Journal, queries: Queries, policy: Policy, clock: Clock) -> None:
+        self._journal = journal
+        self._queries = queries
+        self._policy = policy
+        self._clock = clock
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        """Start sweeping in the background."""
+        self._task = asyncio.create_task(self._run(), name="journey-sweeper")
+
+    async def stop(self) -> None:
+        """Stop sweeping and wait until the task has ended."""
+        if self._task is None:
+            return
+        self._task.cancel()
+        # wait() does not raise the task's CancelledError, yet still lets our own through.
+        await asyncio.wait([self._task])
+
+    async def sweep_once(self) -> int:
+        """Expire every session that is due now; returns how many were examined."""
+        total = 0
+        while due := await self._queries.due_sessions(self._clock.now(), self._policy, BATCH):
+            await self._journal.expire(due)
+            total += len(due)
+        return total
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                await self.sweep_once()
+                deadline = await self._queries.next_deadline(self._policy)
+            except Exception:
+                # A database that is down must not end timeouts for good: try again soon.
+                log.exception("sweep failed")
+                deadline = None
+            wait = MAX_IDLE_SECONDS
+            if deadline is not None:
+                wait = min(wait, (deadline - self._clock.now()).total_seconds())
+            await self._clock.sleep(max(wait, 0.0))
