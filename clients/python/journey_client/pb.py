@@ -1,7 +1,8 @@
 """The journey.v1 messages, enums and stubs: the one module that imports the generated code."""
 
-# Regenerating touches only journey_client/_gen; a new message or service is one more line here.
+from typing import TYPE_CHECKING
 
+# Regenerating touches only journey_client/_gen; a new message or service is one more line here.
 from journey_client._gen.journey.v1 import (
     session_pb2 as session_pb2,
 )
@@ -131,3 +132,18 @@ from journey_client._gen.journey.v1.tracker_service_pb2_grpc import (
 from journey_client._gen.journey.v1.tracker_service_pb2_grpc import (
     add_TrackerServiceServicer_to_server as add_TrackerServiceServicer_to_server,
 )
+
+if TYPE_CHECKING:
+    # The asyncio stub types exist only in the .pyi stubs: a stub built on an aio channel.
+    from journey_client._gen.journey.v1.session_service_pb2_grpc import (
+        SessionServiceAsyncStub as SessionServiceAsyncStub,
+    )
+    from journey_client._gen.journey.v1.settings_service_pb2_grpc import (
+        SettingsServiceAsyncStub as SettingsServiceAsyncStub,
+    )
+    from journey_client._gen.journey.v1.system_event_service_pb2_grpc import (
+        SystemEventServiceAsyncStub as SystemEventServiceAsyncStub,
+    )
+    from journey_client._gen.journey.v1.tracker_service_pb2_grpc import (
+        TrackerServiceAsyncStub as TrackerServiceAsyncStub,
+    )

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any, cast
+from typing import Any, TypeAlias, cast
 
 import grpc
 
@@ -15,10 +15,10 @@ from journey.domain.errors import InvalidArgument, JourneyError, Unavailable
 
 log = logging.getLogger("journey.rpc")
 
-Context = "grpc.aio.ServicerContext[Any, Any]"
+Context = grpc.aio.ServicerContext[Any, Any]
 UnaryCall = Callable[[Any, Context], Awaitable[Any]]
 StreamCall = Callable[[Any, Context], AsyncIterator[Any]]
-Handler = "grpc.RpcMethodHandler[Any, Any]"
+Handler: TypeAlias = "grpc.RpcMethodHandler[Any, Any]"
 
 OUR_PACKAGE = "/journey.v1."
 

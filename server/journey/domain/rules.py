@@ -105,6 +105,14 @@ def decide_track(
 
     drafts: list[SystemEventDraft] = []
     source_id = command.source_id
+    expired: Session | None = None
+    if session is not None:
+        # The sweeper may not have reached this session yet (it wakes twice a second, and a
+        # restart may have left it far behind): a timeout that ran out counts before this call.
+        expiry = decide_expiry(session, now, policy)
+        if expiry is not None:
+            drafts.extend(expiry.system_events)
+            session = expired = expiry.updated_session
 
     def emit(kind: SystemEventType, profile_id: str, session_id: str, **props: Any) -> None:
         drafts.append(SystemEventDraft(kind, now, profile_id, session_id, source_id, props))
@@ -124,7 +132,8 @@ def decide_track(
     n = len(fresh)
     trigger_types = list(dict.fromkeys(e.type for e in fresh))
     new_session: Session | None = None
-    updated_session: Session | None = None
+    # A session that timed out just now is written back closed, beside its successor.
+    updated_session: Session | None = expired
     if session is None or session.state is SessionState.CLOSED:
         previous = session
         session_id = command.session_id if previous is None and command.session_id else new_id()

@@ -6,10 +6,10 @@ import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Protocol
 
 from journey.clock import Clock
 from journey.domain.model import SystemEvent, SystemEventFilter
-from journey.storage.queries import Queries
 from journey.streaming.broker import Broker, LiveBuffer
 
 REPLAY_PAGE = 500
@@ -50,6 +50,16 @@ class FellBehind:
 StreamItem = Delivery | Checkpoint | CaughtUp | FellBehind
 
 
+class EventLog(Protocol):
+    """The stored log, read a page at a time (storage.queries.Queries in the server)."""
+
+    async def system_events(
+        self, event_filter: SystemEventFilter, after: int, limit: int, *, up_to: int | None = None
+    ) -> list[SystemEvent]:
+        """Up to `limit` matching events with `after < position <= up_to`, in position order."""
+        ...
+
+
 class _Position:
     """How far a subscription got, and when it last sent a checkpoint."""
 
@@ -64,7 +74,7 @@ class Follow:
     """Serves subscriptions from the broker and storage."""
 
     broker: Broker
-    queries: Queries
+    log: EventLog
     clock: Clock
     heartbeat: timedelta
     buffer_capacity: int
@@ -107,7 +117,7 @@ class Follow:
             limit = self.broker.head if up_to is None else up_to
             if at.cursor >= limit:
                 return
-            page = await self.queries.system_events(
+            page = await self.log.system_events(
                 event_filter, at.cursor, REPLAY_PAGE, up_to=limit
             )
             for event in page:

@@ -1,0 +1,63 @@
+"""Shared fixtures: a database per test on SQLite and, when reachable, PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import pytest_asyncio
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from journey.config import Settings
+from journey.storage.schema import Base
+
+POSTGRES_URL = os.environ.get(
+    "JOURNEY_TEST_POSTGRES_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
+)
+# CI sets this so that an unreachable PostgreSQL fails the run instead of skipping half of it.
+REQUIRE_POSTGRES = os.environ.get("JOURNEY_TEST_REQUIRE_POSTGRES") == "1"
+
+
+async def _reset_postgres() -> str | None:
+    engine = create_async_engine(POSTGRES_URL)
+    try:
+        async with asyncio.timeout(10), engine.begin() as connection:
+            await connection.run_sync(Base.metadata.drop_all)
+    except (OSError, TimeoutError) as error:
+        return f"PostgreSQL at {POSTGRES_URL} is not reachable: {error!r}"
+    finally:
+        await engine.dispose()
+    return None
+
+
+@pytest_asyncio.fixture(params=["sqlite", "postgresql"])
+async def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
+    """A fresh, empty database: an SQLite file, or the PostgreSQL test database wiped."""
+    if request.param == "sqlite":
+        yield f"sqlite+aiosqlite:///{tmp_path / 'journey.db'}"
+        return
+    problem = await _reset_postgres()
+    if problem is not None:
+        if REQUIRE_POSTGRES:
+            pytest.fail(problem)
+        pytest.skip(problem)
+    yield POSTGRES_URL
+
+
+SettingsFactory = Callable[..., Settings]
+
+
+@pytest.fixture
+def make_settings(database_url: str) -> SettingsFactory:
+    """Settings for a test server on a free port and the test's database; keywords override."""
+
+    def make(**overrides: Any) -> Settings:
+        values: dict[str, Any] = {"listen": "127.0.0.1:0", "database_url": database_url}
+        values.update(overrides)
+        return Settings(**values)
+
+    return make
