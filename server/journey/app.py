@@ -57,9 +57,13 @@ class JourneyServer:
     sweeper: Sweeper
     health: health_aio.HealthServicer
     admission: AdmissionInterceptor
+    stopped: bool = False
 
     async def stop(self, grace: float | None) -> None:
         """Stop in order: refuse new calls, end streams, finish running calls, then storage."""
+        if self.stopped:
+            return
+        self.stopped = True
         self.admission.open = False
         await self.health.enter_graceful_shutdown()
         self.broker.close()

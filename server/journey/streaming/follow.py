@@ -117,9 +117,7 @@ class Follow:
             limit = self.broker.head if up_to is None else up_to
             if at.cursor >= limit:
                 return
-            page = await self.log.system_events(
-                event_filter, at.cursor, REPLAY_PAGE, up_to=limit
-            )
+            page = await self.log.system_events(event_filter, at.cursor, REPLAY_PAGE, up_to=limit)
             for event in page:
                 yield Delivery(event)
                 at.cursor = event.position
@@ -138,11 +136,10 @@ class Follow:
                 yield FellBehind(at.cursor)
                 return
             events, covered = buffer.take()
+            # Only commits after `buffer.start` reach the buffer, and replay stopped there.
             for event in events:
-                if event.position > at.cursor:
-                    yield Delivery(event)
-                    at.cursor = event.position
-            at.cursor = max(at.cursor, covered)
+                yield Delivery(event)
+            at.cursor = covered
             if self._beat_due(at):
                 yield self._beat(at)
             if buffer.closed:
