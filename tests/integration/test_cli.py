@@ -66,12 +66,10 @@ async def test_a_bad_environment_variable_stops_serve_with_the_variable_named(
 
 @pytest.mark.parametrize("stop_signal", [signal.SIGTERM, signal.SIGINT])
 async def test_serve_logs_its_config_serves_and_exits_0_on_a_signal(
-    tmp_path: Path, stop_signal: signal.Signals
+    tmp_path: Path, database_url: str, stop_signal: signal.Signals
 ) -> None:
     config = tmp_path / "journey.toml"
-    config.write_text(
-        f'listen = "127.0.0.1:0"\ndatabase_url = "sqlite+aiosqlite:///{tmp_path / "j.db"}"\n'
-    )
+    config.write_text(f'listen = "127.0.0.1:0"\ndatabase_url = "{database_url}"\n')
     # The environment wins over the file.
     env = {"PATH": "/usr/bin:/bin", "JOURNEY_VISIT_TIMEOUT": "90s"}
     process = await asyncio.create_subprocess_exec(

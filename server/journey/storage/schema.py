@@ -36,7 +36,8 @@ class UtcMicros(TypeDecorator[datetime]):
         return _EPOCH + timedelta(microseconds=int(value))
 
 
-# SQLite only auto-assigns an INTEGER PRIMARY KEY, not a BIGINT one.
+# On SQLite only an INTEGER PRIMARY KEY is the rowid itself (auto-assigned, and the table's
+# own order), not a BIGINT one.
 AutoId = BigInteger().with_variant(Integer(), "sqlite")
 
 
@@ -109,7 +110,7 @@ class SystemEventRow(Base):
     )
 
     # Assigned by the single writer in commit order, not by the database: see writer.py.
-    position: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    position: Mapped[int] = mapped_column(AutoId, primary_key=True, autoincrement=False)
     id: Mapped[str] = mapped_column(String(36), unique=True)
     type: Mapped[int] = mapped_column(SmallInteger)
     occur_time: Mapped[datetime] = mapped_column(UtcMicros())

@@ -4,20 +4,20 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Collection
-from typing import Any, cast
+from typing import Any
 
-from sqlalchemy import Table, insert, select, update
+from sqlalchemy import insert, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from journey.domain.model import Profile, Session, SystemEvent
 from journey.domain.rules import Outcome, StoredEventRef
+from journey.storage import statements
 from journey.storage.records import profile_from_row, session_from_row, values
-from journey.storage.schema import ProfileRow, SessionRow, SystemEventRow, TrackedEventRow
 
-_profiles = cast(Table, ProfileRow.__table__)
-_sessions = cast(Table, SessionRow.__table__)
-_tracked = cast(Table, TrackedEventRow.__table__)
-_system = cast(Table, SystemEventRow.__table__)
+_profiles = statements.profiles
+_sessions = statements.sessions
+_tracked = statements.tracked_events
+_system = statements.system_events
 
 
 class UnitOfWork:
@@ -37,23 +37,19 @@ class UnitOfWork:
         """The session with this id, if stored."""
         if not session_id:
             return None
-        result = await self._session.execute(select(_sessions).where(_sessions.c.id == session_id))
-        row = result.first()
+        row = (await self._session.execute(statements.session_by_id(session_id))).first()
         return session_from_row(row) if row is not None else None
 
     async def sessions(self, session_ids: Collection[str]) -> list[Session]:
         """The stored sessions among these ids."""
-        result = await self._session.execute(
-            select(_sessions).where(_sessions.c.id.in_(session_ids))
-        )
+        result = await self._session.execute(statements.sessions_by_ids(session_ids))
         return [session_from_row(row) for row in result]
 
     async def profile(self, profile_id: str) -> Profile | None:
         """The profile with this id, if stored."""
         if not profile_id:
             return None
-        result = await self._session.execute(select(_profiles).where(_profiles.c.id == profile_id))
-        row = result.first()
+        row = (await self._session.execute(statements.profile_by_id(profile_id))).first()
         return profile_from_row(row) if row is not None else None
 
     async def stored_events(
@@ -62,10 +58,7 @@ class UnitOfWork:
         """Which of these client event ids this source already stored, and where they went."""
         if not event_ids:
             return {}
-        query = select(_tracked.c.event_id, _tracked.c.profile_id, _tracked.c.session_id).where(
-            _tracked.c.source_id == source_id, _tracked.c.event_id.in_(event_ids)
-        )
-        result = await self._session.execute(query)
+        result = await self._session.execute(statements.stored_events(source_id, event_ids))
         return {row.event_id: StoredEventRef(row.profile_id, row.session_id) for row in result}
 
     async def apply(self, outcome: Outcome) -> tuple[SystemEvent, ...]:

@@ -1,0 +1,84 @@
+"""The SQL of the hot paths, built by functions so that tests can EXPLAIN exactly what runs."""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from datetime import datetime
+from typing import Any, cast
+
+from sqlalchemy import Select, Table, func, select
+
+from journey.domain.model import SystemEventFilter
+from journey.storage.schema import ProfileRow, SessionRow, SystemEventRow, TrackedEventRow
+
+profiles = cast(Table, ProfileRow.__table__)
+sessions = cast(Table, SessionRow.__table__)
+tracked_events = cast(Table, TrackedEventRow.__table__)
+system_events = cast(Table, SystemEventRow.__table__)
+
+
+def session_by_id(session_id: str) -> Select[Any]:
+    """One session (primary key)."""
+    return select(sessions).where(sessions.c.id == session_id)
+
+
+def sessions_by_ids(session_ids: Collection[str]) -> Select[Any]:
+    """Several sessions (primary key)."""
+    return select(sessions).where(sessions.c.id.in_(session_ids))
+
+
+def profile_by_id(profile_id: str) -> Select[Any]:
+    """One profile (primary key)."""
+    return select(profiles).where(profiles.c.id == profile_id)
+
+
+def stored_events(source_id: str, event_ids: Collection[str]) -> Select[Any]:
+    """Which client event ids a source already stored (the idempotency index)."""
+    c = tracked_events.c
+    return select(c.event_id, c.profile_id, c.session_id).where(
+        c.source_id == source_id, c.event_id.in_(event_ids)
+    )
+
+
+def due_sessions(state: int, cutoff: datetime, limit: int) -> Select[Any]:
+    """Sessions in `state` idle since `cutoff` or longer, oldest first (state/activity index)."""
+    c = sessions.c
+    return (
+        select(c.id)
+        .where(c.state == state, c.last_activity_time <= cutoff)
+        .order_by(c.last_activity_time)
+        .limit(limit)
+    )
+
+
+def oldest_activity(state: int) -> Select[Any]:
+    """The oldest last activity among sessions in `state` (state/activity index)."""
+    return select(func.min(sessions.c.last_activity_time)).where(sessions.c.state == state)
+
+
+def system_events_page(
+    event_filter: SystemEventFilter,
+    after: int,
+    limit: int,
+    up_to: int | None = None,
+    start_time: datetime | None = None,
+    end_time: datetime | None = None,
+) -> Select[Any]:
+    """A page of the log in position order, every filter pushed into SQL."""
+    c = system_events.c
+    query = select(system_events).where(c.position > after)
+    if up_to is not None:
+        query = query.where(c.position <= up_to)
+    if event_filter.types:
+        query = query.where(c.type.in_(sorted(int(t) for t in event_filter.types)))
+    if event_filter.profile_id:
+        query = query.where(c.profile_id == event_filter.profile_id)
+    if event_filter.session_id:
+        query = query.where(c.session_id == event_filter.session_id)
+    if event_filter.source_id:
+        query = query.where(c.source_id == event_filter.source_id)
+    if start_time is not None:
+        query = query.where(c.occur_time >= start_time)
+    if end_time is not None:
+        query = query.where(c.occur_time < end_time)
+    return query.order_by(c.position).limit(limit)
