@@ -6,6 +6,7 @@ import asyncio
 from datetime import timedelta
 
 import grpc
+import pytest
 from google.protobuf.empty_pb2 import Empty
 
 from journey_client import pb
@@ -203,3 +204,15 @@ async def test_stopping_the_server_ends_streams_cleanly(make_settings: SettingsF
             while (message := await receive(stream)) is not None:
                 assert message.WhichOneof("content") == "checkpoint"
         assert await stream.code() == grpc.StatusCode.OK
+
+
+async def test_resuming_after_an_unassigned_position_is_out_of_range(
+    make_settings: SettingsFactory,
+) -> None:
+    async with serving(make_settings()) as h:
+        await h.track("page-view")
+        stream = h.events.Subscribe(pb.SubscribeRequest(after_position=4))
+        with pytest.raises(grpc.aio.AioRpcError) as raised:
+            await next_message(stream)
+        assert raised.value.code() == grpc.StatusCode.OUT_OF_RANGE
+        assert "after_position 4 is beyond the last position, 3" in str(raised.value.details())

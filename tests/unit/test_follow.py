@@ -6,10 +6,12 @@ import asyncio
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from journey.clock import ManualClock
+from journey.domain.errors import OutOfRange
 from journey.domain.model import SystemEvent, SystemEventFilter, SystemEventType
 from journey.streaming.broker import Broker
 from journey.streaming.follow import (
@@ -224,3 +226,12 @@ def test_every_event_exactly_once_in_order_whatever_the_interleaving(
         assert delivered == expected
 
     asyncio.run(scenario())
+
+
+async def test_resuming_after_a_position_never_assigned_is_out_of_range() -> None:
+    _, log, follow = make()
+    log.commit(3)
+    stream = follow.stream(EVERYTHING, 3)
+    assert await take(stream, 1) == [CaughtUp(3)]
+    with pytest.raises(OutOfRange, match="after_position 4 is beyond the last position, 3"):
+        await anext(follow.stream(EVERYTHING, 4))

@@ -47,6 +47,12 @@ class FailedPrecondition(JourneyError):
     code = "FAILED_PRECONDITION"
 
 
+class OutOfRange(JourneyError):
+    """The request points past the end of something, e.g. a position not yet assigned."""
+
+    code = "OUT_OF_RANGE"
+
+
 class Unavailable(JourneyError):
     """The server cannot take the call now (shutting down, storage failing); retry later."""
 

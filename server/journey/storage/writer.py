@@ -68,7 +68,7 @@ class Writer:
 
     async def submit(self, work: Work[T]) -> T:
         """Run `work` in the next group commit and return its result once committed."""
-        if self._closing:
+        if self._closing or self._task is None or self._task.done():
             raise Unavailable("the server is shutting down")
         item: _Item[T] = _Item(work)
         await self._queue.put(item)
@@ -146,7 +146,12 @@ class Writer:
                 _settle(batch[0], None, failure)
             return False
         if uow.appended:
-            self._on_commit(uow.appended)
+            try:
+                self._on_commit(uow.appended)
+            except Exception:
+                # The commit stands and its callers must hear so; a bug in publishing must not
+                # stop every later write as well.
+                log.exception("publishing positions %d..%d failed", start + 1, self._position)
         for item, result, refusal in results:
             _settle(item, result, refusal)
         return True

@@ -9,6 +9,7 @@ from datetime import datetime, timedelta
 from typing import Protocol
 
 from journey.clock import Clock
+from journey.domain.errors import OutOfRange
 from journey.domain.model import SystemEvent, SystemEventFilter
 from journey.streaming.broker import Broker, LiveBuffer
 
@@ -84,11 +85,15 @@ class Follow:
     ) -> AsyncIterator[StreamItem]:
         """Yield matching events exactly once in position order, after `start`.
 
-        `start` is BEGINNING, END, or a position to resume after. The stream ends when the
-        broker closes; on cancellation the live buffer is released and the error propagates.
+        `start` is BEGINNING, END, or a position to resume after (OutOfRange if it was never
+        assigned). The stream ends when the broker closes; on cancellation the live buffer is
+        released and the error propagates.
         """
         loop = asyncio.get_running_loop()
         head = self.broker.head
+        if isinstance(start, int) and start > head:
+            # Positions only grow, so a client that saw this one was talking to another log.
+            raise OutOfRange(f"after_position {start} is beyond the last position, {head}")
         at = _Position(
             0 if start == BEGINNING else head if start == END else int(start), loop.time()
         )

@@ -32,7 +32,10 @@ class SubscribeRequest(_message.Message):
     END_FIELD_NUMBER: _builtins.int
     AFTER_POSITION_FIELD_NUMBER: _builtins.int
     after_position: _builtins.int
-    """Replay everything stored after this position (exclusive), then go live."""
+    """Replay everything stored after this position (exclusive), then go live.
+    OUT_OF_RANGE when the server has not assigned this position yet: the
+    client is resuming against a different log.
+    """
     @_builtins.property
     def filter(self) -> _system_event_pb2.SystemEventFilter:
         """Which events to deliver; unset means all."""

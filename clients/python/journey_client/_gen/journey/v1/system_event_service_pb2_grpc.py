@@ -56,7 +56,8 @@ class SystemEventServiceServicer:
         first those stored after the start point, then `CaughtUp`, then each new
         one as it is committed. `Checkpoint`s arrive at least every
         `heartbeat_interval`. The stream ends when the client cancels it or the
-        server shuts down; resume with `after_position`.
+        server shuts down; resume with `after_position`. Errors: INVALID_ARGUMENT
+        for a bad filter, OUT_OF_RANGE for an `after_position` not yet assigned.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -38,7 +38,8 @@ class SystemEventServiceStub:
     first those stored after the start point, then `CaughtUp`, then each new
     one as it is committed. `Checkpoint`s arrive at least every
     `heartbeat_interval`. The stream ends when the client cancels it or the
-    server shuts down; resume with `after_position`.
+    server shuts down; resume with `after_position`. Errors: INVALID_ARGUMENT
+    for a bad filter, OUT_OF_RANGE for an `after_position` not yet assigned.
     """
     ListSystemEvents: _grpc.UnaryUnaryMultiCallable[_system_event_service_pb2.ListSystemEventsRequest, _system_event_service_pb2.ListSystemEventsResponse]
     """Lists stored system events in position order, a page at a time."""
@@ -53,7 +54,8 @@ class SystemEventServiceAsyncStub(SystemEventServiceStub):
     first those stored after the start point, then `CaughtUp`, then each new
     one as it is committed. `Checkpoint`s arrive at least every
     `heartbeat_interval`. The stream ends when the client cancels it or the
-    server shuts down; resume with `after_position`.
+    server shuts down; resume with `after_position`. Errors: INVALID_ARGUMENT
+    for a bad filter, OUT_OF_RANGE for an `after_position` not yet assigned.
     """
     ListSystemEvents: _aio.UnaryUnaryMultiCallable[_system_event_service_pb2.ListSystemEventsRequest, _system_event_service_pb2.ListSystemEventsResponse]  # type: ignore[assignment]
     """Lists stored system events in position order, a page at a time."""
@@ -71,7 +73,8 @@ class SystemEventServiceServicer(metaclass=_abc_1.ABCMeta):
         first those stored after the start point, then `CaughtUp`, then each new
         one as it is committed. `Checkpoint`s arrive at least every
         `heartbeat_interval`. The stream ends when the client cancels it or the
-        server shuts down; resume with `after_position`.
+        server shuts down; resume with `after_position`. Errors: INVALID_ARGUMENT
+        for a bad filter, OUT_OF_RANGE for an `after_position` not yet assigned.
         """
 
     @_abc_1.abstractmethod
