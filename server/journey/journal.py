@@ -20,7 +20,7 @@ from journey.domain.rules import (
     profile_id_to_load,
 )
 from journey.storage.queries import Queries
-from journey.storage.unit_of_work import UnitOfWork
+from journey.storage.unit_of_work import Keys, UnitOfWork
 from journey.storage.writer import Writer
 
 
@@ -80,10 +80,15 @@ class Journal:
             outcome = decide_track(
                 command, session, profile, stored, self._clock.now(), self._policy, self._new_id
             )
-            events = await uow.apply(outcome)
+            events = uow.apply(outcome)
             return TrackResult(outcome.profile_id, outcome.session_id, outcome.event_ids, events)
 
-        return await self._writer.submit(work)
+        keys = Keys(
+            sessions=frozenset({command.session_id} - {""}),
+            profiles=frozenset({command.profile_id} - {""}),
+            events=frozenset((command.source_id, e.id) for e in command.events if e.id),
+        )
+        return await self._writer.submit(work, keys)
 
     async def end_session(
         self, session_id: str, reason: str
@@ -95,11 +100,11 @@ class Journal:
             if session is None:
                 raise NotFound(f"session {session_id!r} does not exist")
             outcome = decide_end(session, reason, self._clock.now(), self._policy)
-            events = await uow.apply(outcome)
+            events = uow.apply(outcome)
             assert outcome.updated_session is not None
             return outcome.updated_session, events
 
-        return await self._writer.submit(work)
+        return await self._writer.submit(work, Keys(sessions=frozenset({session_id})))
 
     async def expire(self, session_ids: Collection[str]) -> tuple[SystemEvent, ...]:
         """End the visits and close the sessions among these whose timeouts have run out."""
@@ -112,10 +117,10 @@ class Journal:
             events: list[SystemEvent] = []
             for outcome in outcomes:
                 if outcome is not None:
-                    events.extend(await uow.apply(outcome))
+                    events.extend(uow.apply(outcome))
             return tuple(events)
 
-        return await self._writer.submit(work)
+        return await self._writer.submit(work, Keys(sessions=frozenset(session_ids)))
 
     async def session(self, session_id: str) -> Session:
         """A session, or NotFound."""

@@ -54,7 +54,8 @@ def system_event_from_row(row: Row[Any]) -> SystemEvent:
 
 def values(record: Any) -> dict[str, Any]:
     """A domain dataclass as column values; enums become their integers."""
-    out = dataclasses.asdict(record)
+    # Shallow on purpose: asdict() would deep-copy every properties dict.
+    out = {f.name: getattr(record, f.name) for f in dataclasses.fields(record)}
     for key, value in out.items():
         if isinstance(value, SessionState | SystemEventType):
             out[key] = int(value)

@@ -32,6 +32,11 @@ def profile_by_id(profile_id: str) -> Select[Any]:
     return select(profiles).where(profiles.c.id == profile_id)
 
 
+def profiles_by_ids(profile_ids: Collection[str]) -> Select[Any]:
+    """Several profiles (primary key)."""
+    return select(profiles).where(profiles.c.id.in_(profile_ids))
+
+
 def stored_events(source_id: str, event_ids: Collection[str]) -> Select[Any]:
     """Which client event ids a source already stored (the idempotency index)."""
     c = tracked_events.c

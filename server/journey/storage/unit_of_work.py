@@ -1,12 +1,13 @@
-"""One transaction's reads and writes: what the rules need to decide, and applying their outcome."""
+"""One group commit's reads and writes: what the rules need to decide, and their staged outcome."""
 
 from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Collection
+from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import insert, update
+from sqlalchemy import Table, bindparam, insert, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from journey.domain.model import Profile, Session, SystemEvent
@@ -14,69 +15,129 @@ from journey.domain.rules import Outcome, StoredEventRef
 from journey.storage import statements
 from journey.storage.records import profile_from_row, session_from_row, values
 
-_profiles = statements.profiles
-_sessions = statements.sessions
-_tracked = statements.tracked_events
-_system = statements.system_events
+
+@dataclass(frozen=True)
+class Keys:
+    """The rows a unit of work will read, so a whole group commit can load them at once."""
+
+    sessions: frozenset[str] = frozenset()
+    profiles: frozenset[str] = frozenset()
+    # (source_id, client event id) pairs, for the idempotency check.
+    events: frozenset[tuple[str, str]] = frozenset()
+
+    def __or__(self, other: Keys) -> Keys:
+        return Keys(
+            self.sessions | other.sessions,
+            self.profiles | other.profiles,
+            self.events | other.events,
+        )
 
 
 class UnitOfWork:
-    """Reads and writes inside the writer's open transaction.
+    """Reads preloaded rows, then the database, and sees what earlier calls staged; flushes once.
 
-    Reads go through Core statements rather than the ORM identity map, so a later call in the
-    same group commit sees the rows an earlier call wrote.
+    Each statement costs a round trip, and on SQLite a thread hop as well, so a group commit
+    issues a few statements per batch instead of several per call.
     """
 
     def __init__(self, session: AsyncSession, next_position: Callable[[], int]) -> None:
         self._session = session
         self._next_position = next_position
+        self._sessions: dict[str, Session] = {}
+        self._profiles: dict[str, Profile] = {}
+        self._new_sessions: set[str] = set()
+        self._new_profiles: set[str] = set()
+        self._stored: dict[tuple[str, str], StoredEventRef] = {}
+        self._tracked: list[dict[str, Any]] = []
+        # Client event ids known not to be stored (until staged).
+        self._known_new: set[tuple[str, str]] = set()
+        # Rows loaded ahead; None records that a key has no row.
+        self._loaded_sessions: dict[str, Session | None] = {}
+        self._loaded_profiles: dict[str, Profile | None] = {}
         self.appended: list[SystemEvent] = []
         self.writes = 0
 
+    async def preload(self, keys: Keys) -> None:
+        """Load the batch's sessions, their profiles and its known event ids in a few queries."""
+        if keys.sessions:
+            result = await self._session.execute(statements.sessions_by_ids(keys.sessions))
+            found = {s.id: s for s in map(session_from_row, result)}
+            self._loaded_sessions.update({i: found.get(i) for i in keys.sessions})
+        profile_ids = keys.profiles | {s.profile_id for s in self._loaded_sessions.values() if s}
+        if profile_ids:
+            result = await self._session.execute(statements.profiles_by_ids(profile_ids))
+            profiles = {p.id: p for p in map(profile_from_row, result)}
+            self._loaded_profiles.update({i: profiles.get(i) for i in profile_ids})
+        by_source: dict[str, list[str]] = {}
+        for source_id, event_id in keys.events:
+            by_source.setdefault(source_id, []).append(event_id)
+        for source_id, event_ids in by_source.items():
+            await self.stored_events(source_id, event_ids)
+
     async def session(self, session_id: str) -> Session | None:
-        """The session with this id, if stored."""
+        """The session with this id, if stored or staged."""
         if not session_id:
             return None
+        if session_id in self._sessions:
+            return self._sessions[session_id]
+        if session_id in self._loaded_sessions:
+            return self._loaded_sessions[session_id]
         row = (await self._session.execute(statements.session_by_id(session_id))).first()
         return session_from_row(row) if row is not None else None
 
     async def sessions(self, session_ids: Collection[str]) -> list[Session]:
-        """The stored sessions among these ids."""
-        result = await self._session.execute(statements.sessions_by_ids(session_ids))
-        return [session_from_row(row) for row in result]
+        """The sessions among these ids that are stored or staged."""
+        staged = [self._sessions[i] for i in session_ids if i in self._sessions]
+        missing = [i for i in session_ids if i not in self._sessions]
+        if not missing:
+            return staged
+        result = await self._session.execute(statements.sessions_by_ids(missing))
+        return staged + [session_from_row(row) for row in result]
 
     async def profile(self, profile_id: str) -> Profile | None:
-        """The profile with this id, if stored."""
+        """The profile with this id, if stored or staged."""
         if not profile_id:
             return None
+        if profile_id in self._profiles:
+            return self._profiles[profile_id]
+        if profile_id in self._loaded_profiles:
+            return self._loaded_profiles[profile_id]
         row = (await self._session.execute(statements.profile_by_id(profile_id))).first()
         return profile_from_row(row) if row is not None else None
 
     async def stored_events(
         self, source_id: str, event_ids: Collection[str]
     ) -> dict[str, StoredEventRef]:
-        """Which of these client event ids this source already stored, and where they went."""
-        if not event_ids:
-            return {}
-        result = await self._session.execute(statements.stored_events(source_id, event_ids))
-        return {row.event_id: StoredEventRef(row.profile_id, row.session_id) for row in result}
+        """Which of these client event ids this source already stored or staged, and where."""
+        found = {i: self._stored[source_id, i] for i in event_ids if (source_id, i) in self._stored}
+        missing = [i for i in event_ids if i not in found and (source_id, i) not in self._known_new]
+        if missing:
+            result = await self._session.execute(statements.stored_events(source_id, missing))
+            for row in result:
+                ref = StoredEventRef(row.profile_id, row.session_id)
+                found[row.event_id] = self._stored[source_id, row.event_id] = ref
+            self._known_new.update((source_id, i) for i in missing if i not in found)
+        return found
 
-    async def apply(self, outcome: Outcome) -> tuple[SystemEvent, ...]:
-        """Write what the rules decided; returns the system events with their positions."""
-        execute = self._session.execute
+    def apply(self, outcome: Outcome) -> tuple[SystemEvent, ...]:
+        """Stage what the rules decided; returns the system events with their positions."""
+        for profile in (outcome.new_profile, outcome.updated_profile):
+            if profile is not None:
+                self._profiles[profile.id] = profile
         if outcome.new_profile is not None:
-            await execute(insert(_profiles).values(values(outcome.new_profile)))
-        if outcome.updated_profile is not None:
-            await execute(_update(_profiles, values(outcome.updated_profile)))
+            self._new_profiles.add(outcome.new_profile.id)
+        for session in (outcome.new_session, outcome.updated_session):
+            if session is not None:
+                self._sessions[session.id] = session
         if outcome.new_session is not None:
-            await execute(insert(_sessions).values(values(outcome.new_session)))
-        if outcome.updated_session is not None:
-            await execute(_update(_sessions, values(outcome.updated_session)))
-        if outcome.tracked_events:
-            rows = [values(e) for e in outcome.tracked_events]
-            for row in rows:
-                row["event_id"] = row.pop("id")
-            await execute(insert(_tracked), rows)
+            self._new_sessions.add(outcome.new_session.id)
+        for event in outcome.tracked_events:
+            self._stored[event.source_id, event.id] = StoredEventRef(
+                event.profile_id, event.session_id
+            )
+            row = values(event)
+            row["event_id"] = row.pop("id")
+            self._tracked.append(row)
         events = tuple(
             SystemEvent(
                 position=self._next_position(),
@@ -90,13 +151,28 @@ class UnitOfWork:
             )
             for d in outcome.system_events
         )
-        if events:
-            await execute(insert(_system), [values(e) for e in events])
         self.appended.extend(events)
         self.writes += 1
         return events
 
+    async def flush(self) -> None:
+        """Write everything staged: one executemany per table and kind."""
+        await self._upsert(statements.profiles, self._profiles, self._new_profiles)
+        await self._upsert(statements.sessions, self._sessions, self._new_sessions)
+        if self._tracked:
+            await self._session.execute(insert(statements.tracked_events), self._tracked)
+        if self.appended:
+            rows = [values(e) for e in self.appended]
+            await self._session.execute(insert(statements.system_events), rows)
 
-def _update(table: Any, row: dict[str, Any]) -> Any:
-    key = row.pop("id")
-    return update(table).where(table.c.id == key).values(row)
+    async def _upsert(self, table: Table, staged: dict[str, Any], new: set[str]) -> None:
+        inserts = [values(v) for k, v in staged.items() if k in new]
+        updates = [values(v) for k, v in staged.items() if k not in new]
+        if inserts:
+            await self._session.execute(insert(table), inserts)
+        if updates:
+            for row in updates:
+                row["key"] = row.pop("id")
+            columns: dict[str, Any] = {n: bindparam(n) for n in updates[0] if n != "key"}
+            statement = update(table).where(table.c.id == bindparam("key")).values(columns)
+            await self._session.execute(statement, updates)

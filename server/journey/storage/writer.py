@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
+import operator
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
@@ -15,7 +17,7 @@ from journey.domain.errors import JourneyError, Unavailable
 from journey.domain.model import SystemEvent
 from journey.storage.database import Database
 from journey.storage.schema import SystemEventRow
-from journey.storage.unit_of_work import UnitOfWork
+from journey.storage.unit_of_work import Keys, UnitOfWork
 
 log = logging.getLogger(__name__)
 
@@ -24,11 +26,13 @@ Work = Callable[[UnitOfWork], Awaitable[T]]
 OnCommit = Callable[[Sequence[SystemEvent]], None]
 
 MAX_BATCH = 256
+NO_KEYS = Keys()
 
 
 @dataclass
 class _Item(Generic[T]):
     work: Work[T]
+    keys: Keys
     future: asyncio.Future[T] = field(
         default_factory=lambda: asyncio.get_running_loop().create_future()
     )
@@ -42,8 +46,8 @@ class Writer:
     that arrive while a transaction runs share the next one (group commit), so the cost of a
     commit is paid once per batch, not once per call.
 
-    A unit of work must do all its reads and raise any JourneyError before its first write;
-    then a refused call leaves nothing behind and the others in its batch still commit.
+    A unit of work must do all its reads and raise any JourneyError before it stages its
+    outcome; then a refused call leaves nothing behind and the others in its batch still commit.
     """
 
     def __init__(self, database: Database, on_commit: OnCommit, queue_size: int = 1024) -> None:
@@ -66,11 +70,14 @@ class Writer:
         self._position = int(last or 0)
         self._task = asyncio.create_task(self._run(), name="journey-writer")
 
-    async def submit(self, work: Work[T]) -> T:
-        """Run `work` in the next group commit and return its result once committed."""
+    async def submit(self, work: Work[T], keys: Keys = NO_KEYS) -> T:
+        """Run `work` in the next group commit and return its result once committed.
+
+        `keys` names the rows `work` will read, so the batch loads them together.
+        """
         if self._closing or self._task is None or self._task.done():
             raise Unavailable("the server is shutting down")
-        item: _Item[T] = _Item(work)
+        item: _Item[T] = _Item(work, keys)
         await self._queue.put(item)
         return await item.future
 
@@ -126,6 +133,7 @@ class Writer:
         try:
             async with self._database.sessions() as session, session.begin():
                 uow = UnitOfWork(session, next_position)
+                await uow.preload(functools.reduce(operator.or_, (i.keys for i in batch)))
                 for item in batch:
                     writes = uow.writes
                     try:
@@ -134,6 +142,7 @@ class Writer:
                         if uow.writes != writes:
                             raise
                         results.append((item, None, refused))
+                await uow.flush()
         except Exception as failed:
             self._position = start
             if len(batch) == 1:

@@ -1,0 +1,109 @@
+"""Group commit: calls that share a transaction see each other, and one bad call sinks no other."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+
+import pytest_asyncio
+
+from journey.domain.errors import FailedPrecondition
+from journey.domain.model import SystemEvent, SystemEventDraft, SystemEventFilter, SystemEventType
+from journey.domain.rules import Outcome
+from journey.storage.database import Database, open_database
+from journey.storage.queries import Queries
+from journey.storage.unit_of_work import UnitOfWork
+from journey.storage.writer import Writer
+from journey_client import pb
+from tests.conftest import SettingsFactory
+from tests.integration.harness import serving
+
+NOW = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+def one_event(session_id: str) -> Outcome:
+    draft = SystemEventDraft(SystemEventType.VISIT_STARTED, NOW, "p", session_id, "web")
+    return Outcome(profile_id="p", session_id=session_id, system_events=(draft,))
+
+
+@pytest_asyncio.fixture
+async def database(database_url: str) -> AsyncIterator[Database]:
+    db = await open_database(database_url)
+    try:
+        yield db
+    finally:
+        await db.close()
+
+
+async def test_a_refused_or_failing_call_leaves_the_rest_of_its_batch_committed(
+    database: Database,
+) -> None:
+    published: list[SystemEvent] = []
+    writer = Writer(database, published.extend)
+    await writer.start()
+
+    async def good(uow: UnitOfWork) -> tuple[SystemEvent, ...]:
+        return uow.apply(one_event("good"))
+
+    async def refused(uow: UnitOfWork) -> None:
+        raise FailedPrecondition("no")
+
+    async def broken(uow: UnitOfWork) -> None:
+        uow.apply(one_event("broken"))
+        raise RuntimeError("a bug after staging")
+
+    try:
+        results = await asyncio.gather(
+            writer.submit(good),
+            writer.submit(refused),
+            writer.submit(broken),
+            writer.submit(good),
+            return_exceptions=True,
+        )
+    finally:
+        await writer.close()
+
+    assert isinstance(results[1], FailedPrecondition)
+    assert isinstance(results[2], RuntimeError)
+    first, second = results[0], results[3]
+    assert isinstance(first, tuple)
+    assert isinstance(second, tuple)
+    # Positions stay contiguous: the failed call gave its number back.
+    assert [e.position for e in first + second] == [1, 2]
+    stored = await Queries(database).system_events(SystemEventFilter(), 0, 10)
+    assert [(e.position, e.session_id) for e in stored] == [(1, "good"), (2, "good")]
+    assert [e.position for e in published] == [1, 2]
+
+
+async def test_concurrent_calls_on_one_new_session_open_it_once(
+    make_settings: SettingsFactory,
+) -> None:
+    async with serving(make_settings()) as h:
+        responses = await asyncio.gather(
+            *(h.track("page-view", profile_id="p", session_id="s") for _ in range(20))
+        )
+        opened = [
+            e
+            for r in responses
+            for e in r.system_events
+            if e.type == pb.SystemEventType.SYSTEM_EVENT_TYPE_SESSION_OPENED
+        ]
+        assert len(opened) == 1
+        session = await h.sessions.GetSession(pb.GetSessionRequest(session_id="s"))
+        assert session.session.event_count == 20
+        assert len(await h.all_events()) == 3
+
+
+async def test_concurrent_retries_of_one_event_store_it_once(
+    make_settings: SettingsFactory,
+) -> None:
+    async with serving(make_settings()) as h:
+        responses = await asyncio.gather(
+            *(h.track("page-view", session_id="s", ids=["e-1"]) for _ in range(10))
+        )
+        assert {tuple(r.event_ids) for r in responses} == {("e-1",)}
+        assert {(r.profile_id, r.session_id) for r in responses} == {(responses[0].profile_id, "s")}
+        assert sum(len(r.system_events) for r in responses) == 3
+        session = await h.sessions.GetSession(pb.GetSessionRequest(session_id="s"))
+        assert session.session.event_count == 1
