@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from dataclasses import dataclass
 
@@ -64,10 +66,15 @@ class JourneyServer:
         if self.stopped:
             return
         self.stopped = True
-        self.admission.open = False
+        self.admission.close()
         await self.health.enter_graceful_shutdown()
         self.broker.close()
-        await self.grpc_server.stop(grace)
+        # Running calls finish while the server still answers newcomers UNAVAILABLE; only
+        # then does it stop, when hardly anything is left to cut off as CANCELLED.
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(grace):
+                await self.admission.drained()
+        await self.grpc_server.stop(0)
         await self.sweeper.stop()
         await self.writer.close()
         await self.database.close()

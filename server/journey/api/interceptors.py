@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -24,7 +25,7 @@ OUR_PACKAGE = "/journey.v1."
 
 
 class MethodInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
-    """Wraps each unary and server-streaming method; subclasses say what to do around a call."""
+    """Wraps each journey.v1 method; subclasses say what to do around a call."""
 
     # The stubs say a handler is always found; grpc passes None for an unknown method.
     async def intercept_service(  # type: ignore[override]
@@ -35,9 +36,11 @@ class MethodInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
         """Return the next handler with its behaviour wrapped."""
         # Typed loosely: the stubs describe the sync handler shapes, not the aio ones.
         handler: Any = await continuation(handler_call_details)
-        if handler is None:
-            return None
         method: str = handler_call_details.method
+        # Health and reflection are grpc's own (Watch streams through context.write, which
+        # these wrappers do not speak); only Journey's methods are wrapped.
+        if handler is None or not method.startswith(OUR_PACKAGE):
+            return cast("Handler | None", handler)
         if handler.unary_unary is not None:
             unary: UnaryCall = handler.unary_unary
 
@@ -148,31 +151,68 @@ class ErrorInterceptor(MethodInterceptor):
 
 
 class AdmissionInterceptor(MethodInterceptor):
-    """Refuses new Journey calls with UNAVAILABLE once shutdown has begun.
+    """Counts running Journey calls, and refuses new ones with UNAVAILABLE once closed.
 
-    A call refused here was never started, so the client knows it was not stored and can retry
-    elsewhere; one cut off by the server stopping would only see CANCELLED.
+    A call refused here was never started, so the client knows it was not stored and can retry.
+    Stopping the grpc server while calls run or arrive answers them CANCELLED instead, which
+    leaves a client unable to tell; so shutdown closes this gate and drains it first.
     """
 
     def __init__(self) -> None:
         self.open = True
+        self._running = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._last_arrival = 0.0
 
-    def _check(self, method: str) -> None:
-        if not self.open and method.startswith(OUR_PACKAGE):
+    def close(self) -> None:
+        """Refuse every call from now on."""
+        self.open = False
+
+    async def drained(self, quiet: float = 0.1) -> None:
+        """Wait until no admitted call runs and none arrived for `quiet` seconds.
+
+        The quiet spell lets calls already received, but not yet started, be refused here
+        rather than cancelled by the stop that follows.
+        """
+        loop = asyncio.get_running_loop()
+        while True:
+            await self._idle.wait()
+            waited = loop.time() - self._last_arrival
+            if waited >= quiet:
+                return
+            await asyncio.sleep(quiet - waited)
+
+    def _enter(self) -> None:
+        self._last_arrival = asyncio.get_running_loop().time()
+        if not self.open:
             raise Unavailable("the server is shutting down")
+        self._running += 1
+        self._idle.clear()
+
+    def _leave(self) -> None:
+        self._running -= 1
+        if not self._running:
+            self._idle.set()
 
     async def unary(self, method: str, request: Any, context: Context, call: UnaryCall) -> Any:
         """Admit the call, or refuse it."""
-        self._check(method)
-        return await call(request, context)
+        self._enter()
+        try:
+            return await call(request, context)
+        finally:
+            self._leave()
 
     async def stream(
         self, method: str, request: Any, context: Context, call: StreamCall
     ) -> AsyncIterator[Any]:
         """Admit the stream, or refuse it."""
-        self._check(method)
-        async for response in call(request, context):
-            yield response
+        self._enter()
+        try:
+            async for response in call(request, context):
+                yield response
+        finally:
+            self._leave()
 
 
 class ValidationInterceptor(MethodInterceptor):
