@@ -16,10 +16,10 @@ from journey.config import Settings
 from journey.storage.schema import Base
 
 POSTGRES_URL = os.environ.get(
-    "JOURNEY_TEST_POSTGRES_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
+    "TEST_POSTGRES_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
 )
 # CI sets this so that an unreachable PostgreSQL fails the run instead of skipping half of it.
-REQUIRE_POSTGRES = os.environ.get("JOURNEY_TEST_REQUIRE_POSTGRES") == "1"
+REQUIRE_POSTGRES = os.environ.get("TEST_REQUIRE_POSTGRES") == "1"
 
 
 async def _reset_postgres() -> str | None:

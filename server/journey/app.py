@@ -11,6 +11,7 @@ import grpc
 from grpc_health.v1 import _async as health_aio
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
+from sqlalchemy.exc import SQLAlchemyError
 
 from journey.api.interceptors import (
     AdmissionInterceptor,
@@ -46,6 +47,10 @@ SERVICE_NAMES = tuple(
         (pb.settings_service_pb2, "SettingsService"),
     )
 )
+
+
+class StartupError(Exception):
+    """The server cannot start: the database cannot be opened or the address not bound."""
 
 
 @dataclass
@@ -86,7 +91,11 @@ async def create_server(
     """Open the database, bind `settings.listen`, start serving; returns the server and its port."""
     clock = clock or SystemClock()
     policy = settings.policy()
-    database = await open_database(settings.database_url)
+    try:
+        database = await open_database(settings.database_url)
+    except (OSError, SQLAlchemyError) as error:
+        where = settings.describe()["database_url"]
+        raise StartupError(f"cannot open the database {where}: {error}") from error
     broker = Broker()
     writer = Writer(database, broker.publish)
     queries = Queries(database)
@@ -117,7 +126,12 @@ async def create_server(
         reflection.enable_server_reflection(
             (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server
         )
-        port = server.add_insecure_port(settings.listen)
+        try:
+            port = server.add_insecure_port(settings.listen)
+        except RuntimeError as error:
+            raise StartupError(
+                f"cannot listen on {settings.listen}: the address is taken or not this host's"
+            ) from error
         await server.start()
         for name in ("", *SERVICE_NAMES):
             await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)

@@ -10,7 +10,7 @@ import signal
 import sys
 from collections.abc import Sequence
 
-from journey.app import create_server
+from journey.app import StartupError, create_server
 from journey.config import ConfigError, Settings, load_settings
 
 log = logging.getLogger("journey")
@@ -51,7 +51,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     log.info("configuration: %s", json.dumps(settings.describe(), sort_keys=True))
     try:
         asyncio.run(serve(settings))
-    except OSError as error:
+    except StartupError as error:
         print(f"journey: {error}", file=sys.stderr)
         return 1
     return 0

@@ -6,6 +6,7 @@ import asyncio
 import json
 import re
 import signal
+import socket
 import sys
 from pathlib import Path
 
@@ -18,7 +19,11 @@ from journey_client import pb
 pytestmark = pytest.mark.slow
 
 
-async def run_cli(*args: str, env: dict[str, str] | None = None) -> tuple[int, str]:
+# Only what the command needs: a stray JOURNEY_* variable from the caller would change the run.
+CLEAN_ENV = {"PATH": "/usr/bin:/bin"}
+
+
+async def run_cli(*args: str, env: dict[str, str] = CLEAN_ENV) -> tuple[int, str]:
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
@@ -58,7 +63,7 @@ async def test_a_bad_config_file_stops_serve_with_the_key_named(
 async def test_a_bad_environment_variable_stops_serve_with_the_variable_named(
     tmp_path: Path,
 ) -> None:
-    env = {"PATH": "/usr/bin:/bin", "JOURNEY_HEARTBEAT_INTERVAL": "often"}
+    env = {**CLEAN_ENV, "JOURNEY_HEARTBEAT_INTERVAL": "often"}
     code, output = await run_cli("serve", env=env)
     assert code == 2
     assert "JOURNEY_HEARTBEAT_INTERVAL" in output
@@ -71,7 +76,7 @@ async def test_serve_logs_its_config_serves_and_exits_0_on_a_signal(
     config = tmp_path / "journey.toml"
     config.write_text(f'listen = "127.0.0.1:0"\ndatabase_url = "{database_url}"\n')
     # The environment wins over the file.
-    env = {"PATH": "/usr/bin:/bin", "JOURNEY_VISIT_TIMEOUT": "90s"}
+    env = {**CLEAN_ENV, "JOURNEY_VISIT_TIMEOUT": "90s"}
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
@@ -110,3 +115,34 @@ async def test_serve_logs_its_config_serves_and_exits_0_on_a_signal(
             code = await process.wait()
     assert code == 0, rest
     assert "stopped" in rest
+
+
+async def test_a_taken_port_stops_serve_with_a_one_line_error(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        host, port = taken.getsockname()
+        env = {
+            **CLEAN_ENV,
+            "JOURNEY_LISTEN": f"{host}:{port}",
+            "JOURNEY_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'j.db'}",
+        }
+        code, output = await run_cli("serve", env=env)
+    assert code == 1
+    assert f"journey: cannot listen on {host}:{port}" in output
+    assert "Traceback" not in output
+
+
+async def test_an_unreachable_database_stops_serve_without_showing_its_password() -> None:
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))  # bound, never listening: connections are refused
+        port = closed.getsockname()[1]
+        url = f"postgresql+asyncpg://journey:s3cret@127.0.0.1:{port}/journey"
+        code, output = await run_cli("serve", env={**CLEAN_ENV, "JOURNEY_DATABASE_URL": url})
+    assert code == 1
+    assert (
+        f"journey: cannot open the database postgresql+asyncpg://journey:***@127.0.0.1:{port}"
+        in output
+    )
+    assert "s3cret" not in output
+    assert "Traceback" not in output
