@@ -58,7 +58,7 @@ class Journal:
         self._clock = clock
         self._new_id = new_id
 
-    def check_source(self, source_id: str) -> None:
+    def _check_source(self, source_id: str) -> None:
         """Refuse an unregistered or disabled source when sources are registered."""
         if not self._sources:
             return
@@ -70,7 +70,7 @@ class Journal:
 
     async def track(self, command: TrackCommand) -> TrackResult:
         """Store the events and the system events they cause, atomically."""
-        self.check_source(command.source_id)
+        self._check_source(command.source_id)
 
         async def work(uow: UnitOfWork) -> TrackResult:
             session = await uow.session(command.session_id)
