@@ -37,7 +37,9 @@ async def test_stop_under_load_stores_exactly_the_tracks_that_succeeded(
         async with asyncio.timeout(10):
             await first_ok.wait()  # calls are flowing: some done, some running, some queued
         stopping = asyncio.create_task(h.server.stop(5.0))
-        await asyncio.sleep(0)
+        async with asyncio.timeout(10):
+            while h.server.admission.open:
+                await asyncio.sleep(0)
         check = await h.server.health.Check(health_pb2.HealthCheckRequest(service=""), None)
         assert check.status == health_pb2.HealthCheckResponse.NOT_SERVING
         await asyncio.gather(*calls)

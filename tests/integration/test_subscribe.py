@@ -65,7 +65,9 @@ async def test_every_subscriber_gets_every_event_once_in_order_while_others_writ
         await writer(h, 5)  # 15 events before anyone subscribes
         from_beginning = h.events.Subscribe(pb.SubscribeRequest(beginning=Empty()))
         writers = [asyncio.create_task(writer(h, 25)) for _ in range(4)]
-        await asyncio.sleep(0.05)  # let some writes land, so the next ones start mid-stream
+        async with asyncio.timeout(10):  # let some writes land, so the next ones start mid-stream
+            while h.server.broker.head <= 15:
+                await asyncio.sleep(0.001)
         from_end = h.events.Subscribe(pb.SubscribeRequest())
         first = await next_message(from_end)
         assert first.WhichOneof("content") == "caught_up"

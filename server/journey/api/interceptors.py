@@ -126,13 +126,8 @@ class ErrorInterceptor(MethodInterceptor):
         """Map what the call raised."""
         try:
             return await call(request, context)
-        except JourneyError as error:
-            await abort(context, error)
         except Exception as error:
-            if isinstance(error, grpc.aio.AbortError):
-                raise
-            log.exception("%s failed", method)
-            await context.abort(grpc.StatusCode.INTERNAL, "internal error")
+            await self._abort(method, context, error)
 
     async def stream(
         self, method: str, request: Any, context: Context, call: StreamCall
@@ -141,13 +136,17 @@ class ErrorInterceptor(MethodInterceptor):
         try:
             async for response in call(request, context):
                 yield response
-        except JourneyError as error:
-            await abort(context, error)
         except Exception as error:
-            if isinstance(error, grpc.aio.AbortError):
-                raise
-            log.exception("%s failed", method)
-            await context.abort(grpc.StatusCode.INTERNAL, "internal error")
+            await self._abort(method, context, error)
+
+    @staticmethod
+    async def _abort(method: str, context: Context, error: Exception) -> None:
+        if isinstance(error, grpc.aio.AbortError):
+            raise error
+        if isinstance(error, JourneyError):
+            await abort(context, error)
+        log.exception("%s failed", method, exc_info=error)
+        await context.abort(grpc.StatusCode.INTERNAL, "internal error")
 
 
 class AdmissionInterceptor(MethodInterceptor):

@@ -117,6 +117,15 @@ def decide_track(
     def emit(kind: SystemEventType, profile_id: str, session_id: str, **props: Any) -> None:
         drafts.append(SystemEventDraft(kind, now, profile_id, session_id, source_id, props))
 
+    def visit_started(profile: Profile, session_id: str) -> None:
+        emit(
+            SystemEventType.VISIT_STARTED,
+            profile.id,
+            session_id,
+            trigger_event_types=trigger_types,
+            visit_number=profile.visit_count,
+        )
+
     new_profile: Profile | None = None
     if profile is None:
         profile = Profile(
@@ -157,13 +166,7 @@ def decide_track(
         if previous is not None:
             opened["previous_session_id"] = previous.id
         emit(SystemEventType.SESSION_OPENED, profile.id, session_id, **opened)
-        emit(
-            SystemEventType.VISIT_STARTED,
-            profile.id,
-            session_id,
-            trigger_event_types=trigger_types,
-            visit_number=profile.visit_count,
-        )
+        visit_started(profile, session_id)
         current = new_session
     elif session.state is SessionState.IDLE:
         profile = replace(profile, visit_count=profile.visit_count + 1)
@@ -176,13 +179,7 @@ def decide_track(
             visit_start_time=now,
             visit_event_count=n,
         )
-        emit(
-            SystemEventType.VISIT_STARTED,
-            profile.id,
-            session.id,
-            trigger_event_types=trigger_types,
-            visit_number=profile.visit_count,
-        )
+        visit_started(profile, session.id)
         current = updated_session
     else:
         updated_session = replace(

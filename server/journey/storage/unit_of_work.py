@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,12 +25,17 @@ class Keys:
     # (source_id, client event id) pairs, for the idempotency check.
     events: frozenset[tuple[str, str]] = frozenset()
 
-    def __or__(self, other: Keys) -> Keys:
-        return Keys(
-            self.sessions | other.sessions,
-            self.profiles | other.profiles,
-            self.events | other.events,
-        )
+    @staticmethod
+    def union(all_keys: Iterable[Keys]) -> Keys:
+        """Every key of a batch, gathered in one pass."""
+        sessions: set[str] = set()
+        profiles: set[str] = set()
+        events: set[tuple[str, str]] = set()
+        for keys in all_keys:
+            sessions |= keys.sessions
+            profiles |= keys.profiles
+            events |= keys.events
+        return Keys(frozenset(sessions), frozenset(profiles), frozenset(events))
 
 
 class UnitOfWork:

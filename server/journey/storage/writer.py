@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
-import operator
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
@@ -133,7 +131,7 @@ class Writer:
         try:
             async with self._database.sessions() as session, session.begin():
                 uow = UnitOfWork(session, next_position)
-                await uow.preload(functools.reduce(operator.or_, (i.keys for i in batch)))
+                await uow.preload(Keys.union(i.keys for i in batch))
                 for item in batch:
                     writes = uow.writes
                     try:
