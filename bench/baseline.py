@@ -105,6 +105,12 @@ class Events(pb.SystemEventServiceServicer):
         finally:
             self._hub.queues.discard(queue)
 
+    async def ListSystemEvents(
+        self, request: pb.ListSystemEventsRequest, context: Context
+    ) -> pb.ListSystemEventsResponse:
+        """Not part of the baseline: it stores nothing to page through."""
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "the baseline stores nothing")
+
 
 def synthetic_log(count: int) -> list[pb.SubscribeResponse]:
     """`count` made-up events, built once at start."""

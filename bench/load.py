@@ -9,12 +9,12 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 from bench import workloads
 
-WORKLOADS: dict[str, Callable[..., Awaitable[workloads.Result]]] = {
+WORKLOADS: dict[str, Callable[..., Coroutine[Any, Any, workloads.Result]]] = {
     "track": workloads.track_throughput,
     "fan_out": workloads.fan_out,
     "latency": workloads.live_latency,
@@ -28,7 +28,7 @@ def main() -> None:
     """Run the workload named on the command line."""
     spec: dict[str, Any] = json.loads(sys.argv[1])
     try:
-        result = asyncio.run(WORKLOADS[spec["workload"]](**spec["args"]))
+        result: workloads.Result = asyncio.run(WORKLOADS[spec["workload"]](**spec["args"]))
     except workloads.WorkloadError as error:
         result = {"error": str(error)}
     print(json.dumps(result), flush=True)

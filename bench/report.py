@@ -85,9 +85,9 @@ def markdown(doc: dict[str, Any]) -> str:
     ]
     notes = []
     for row in doc["rows"]:
-        cells = [_figure(row["results"].get(c, {}), row["metric"], row["extra"]) for c in doc[
-            "columns"
-        ]]
+        cells = [
+            _figure(row["results"].get(c, {}), row["metric"], row["extra"]) for c in doc["columns"]
+        ]
         ratio = f"{row['ratio_to_baseline']:.2f}" if row["ratio_to_baseline"] else "n/a"
         met = {True: "yes", False: "no", None: "?"}[row["met"]]
         lines.append(

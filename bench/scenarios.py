@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -134,9 +134,7 @@ SCENARIOS = (
         "delivered_per_s",
         "events/s delivered",
         _of_baseline(0.8),
-        lambda s: Plan(
-            "fan_out", {"subscribers": 100, "seconds": s.seconds, "window": 3_000}
-        ),
+        lambda s: Plan("fan_out", {"subscribers": 100, "seconds": s.seconds, "window": 3_000}),
     ),
     Scenario(
         "4",
@@ -144,9 +142,7 @@ SCENARIOS = (
         "p99_ms",
         "ms",
         _at_most(20, "ms"),
-        lambda s: Plan(
-            "latency", {"subscribers": 10, "events_per_s": 500.0, "seconds": s.seconds}
-        ),
+        lambda s: Plan("latency", {"subscribers": 10, "events_per_s": 500.0, "seconds": s.seconds}),
         extra=("p50_ms", "max_ms", "events_per_s"),
     ),
     Scenario(

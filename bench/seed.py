@@ -61,9 +61,7 @@ def active_sessions(path: str, count: int, last_activity: datetime) -> None:
     profiles = []
     sessions = []
     for i in range(count):
-        profiles.append(
-            values(Profile(f"profile-{i}", last_activity, last_activity, 1, 1))
-        )
+        profiles.append(values(Profile(f"profile-{i}", last_activity, last_activity, 1, 1)))
         sessions.append(
             values(
                 Session(

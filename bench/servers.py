@@ -1,4 +1,4 @@
-"""Start and stop the servers under test as subprocesses: Journey (`journey serve`) and the baseline."""
+"""Start and stop the servers under test as subprocesses: `journey serve` and the baseline."""
 
 from __future__ import annotations
 

@@ -13,6 +13,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from sqlalchemy.exc import SQLAlchemyError
 
+from journey.api.encoding import add_system_event_service
 from journey.api.interceptors import (
     AdmissionInterceptor,
     ErrorInterceptor,
@@ -92,7 +93,9 @@ async def create_server(
     clock = clock or SystemClock()
     policy = settings.policy()
     try:
-        database = await open_database(settings.database_url)
+        database = await open_database(
+            settings.database_url, sqlite_synchronous=settings.sqlite_synchronous
+        )
     except (OSError, SQLAlchemyError) as error:
         where = settings.describe()["database_url"]
         raise StartupError(f"cannot open the database {where}: {error}") from error
@@ -118,7 +121,7 @@ async def create_server(
             ]
         )
         pb.add_TrackerServiceServicer_to_server(TrackerServicer(journal), server)
-        pb.add_SystemEventServiceServicer_to_server(SystemEventServicer(journal, follow), server)
+        add_system_event_service(SystemEventServicer(journal, follow), server)
         pb.add_SessionServiceServicer_to_server(SessionServicer(journal), server)
         pb.add_SettingsServiceServicer_to_server(SettingsServicer(settings), server)
         health_servicer = health_aio.HealthServicer()

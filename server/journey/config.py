@@ -25,6 +25,7 @@ _DURATION_UNITS = {
 }
 _DURATION_TEXT = re.compile(r"(?P<number>\d+(?:\.\d+)?|\.\d+)\s*(?P<unit>[A-Za-z]*)")
 _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+_SQLITE_SYNCHRONOUS = ("NORMAL", "FULL")
 _SOURCE_KEYS = ("id", "enabled")
 _MAX_SOURCE_ID_LENGTH = 128
 _MAX_PORT = 65535
@@ -191,6 +192,13 @@ def _log_level(value: object) -> str:
     return level
 
 
+def _sqlite_synchronous(value: object) -> str:
+    mode = _string(value).strip().upper()
+    if mode not in _SQLITE_SYNCHRONOUS:
+        raise _Invalid(f"expected one of {', '.join(_SQLITE_SYNCHRONOUS)}, got {value!r}")
+    return mode
+
+
 def _system_event_switches(value: object) -> Mapping[SystemEventType, bool]:
     if not isinstance(value, Mapping):
         raise _Invalid(f"expected a table of event type = true/false, got {_kind(value)}")
@@ -343,6 +351,9 @@ class Settings:
     live_buffer_size: int = 10000
     shutdown_grace: timedelta = timedelta(seconds=5)
     log_level: str = "INFO"
+    # SQLite's PRAGMA synchronous in WAL mode: NORMAL loses nothing acknowledged when the
+    # process crashes, only the last commits on a power loss; FULL syncs every commit.
+    sqlite_synchronous: str = "NORMAL"
 
     def __post_init__(self) -> None:
         for key, spec in _FIELDS.items():
@@ -382,6 +393,7 @@ class Settings:
             "live_buffer_size": self.live_buffer_size,
             "shutdown_grace": _format_duration(self.shutdown_grace),
             "log_level": self.log_level,
+            "sqlite_synchronous": self.sqlite_synchronous,
         }
 
 
@@ -396,6 +408,7 @@ _FIELDS: Mapping[str, _Field] = {
     "live_buffer_size": _Field(_positive_int, from_env=_env_int),
     "shutdown_grace": _Field(_non_negative_duration, _duration),
     "log_level": _Field(_log_level),
+    "sqlite_synchronous": _Field(_sqlite_synchronous),
 }
 
 

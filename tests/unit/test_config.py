@@ -489,6 +489,7 @@ def test_describe_example(tmp_path: Path) -> None:
         "live_buffer_size": 10000,
         "shutdown_grace": "1500ms",
         "log_level": "INFO",
+        "sqlite_synchronous": "NORMAL",
     }
 
 
