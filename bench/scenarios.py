@@ -167,7 +167,7 @@ SCENARIOS = (
         "MB",
         _at_most(250, "MB"),
         lambda s: Plan("idle_memory", {"subscribers": s.idle_subscribers}, needs_pid=True),
-        extra=("rss_before_mb",),
+        extra=("rss_before_mb", "subscribers"),
     ),
     Scenario(
         "7",

@@ -316,7 +316,7 @@ async def idle_memory(target: str, subscribers: int, pid: int) -> Result:
         raise WorkloadError(f"Subscribe failed: {error.code().name} {error.details()}") from error
     finally:
         await close_all(chans)
-    return {"rss_mb": during, "rss_before_mb": before}
+    return {"rss_mb": during, "rss_before_mb": before, "subscribers": subscribers}
 
 
 async def sweep(target: str, sessions: int, expire_at: float) -> Result:
