@@ -10,6 +10,7 @@ import signal
 import sys
 from collections.abc import Sequence
 
+from journey import keys
 from journey.app import StartupError, create_server
 from journey.config import ConfigError, Settings, load_settings
 
@@ -38,7 +39,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
     serve_parser = commands.add_parser("serve", help="run the server")
     serve_parser.add_argument("--config", metavar="FILE", help="a TOML configuration file")
+    keys.add_parser(commands)
     args = parser.parse_args(argv)
+    if args.command == "keys":
+        return keys.run(args)
 
     try:
         settings = load_settings(args.config)

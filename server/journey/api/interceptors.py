@@ -1,4 +1,4 @@
-"""Cross-cutting concerns applied to every RPC: logging, error mapping, admission, validation."""
+"""Cross-cutting concerns applied to every RPC: logging, errors, auth, admission, validation."""
 
 from __future__ import annotations
 
@@ -12,7 +12,8 @@ import grpc
 
 from journey.api.errors import abort
 from journey.api.validation import VALIDATORS
-from journey.domain.errors import InvalidArgument, JourneyError, Unavailable
+from journey.auth import KeyRing
+from journey.domain.errors import InvalidArgument, JourneyError, ResourceExhausted, Unavailable
 
 log = logging.getLogger("journey.rpc")
 
@@ -147,6 +148,59 @@ class ErrorInterceptor(MethodInterceptor):
             await abort(context, error)
         log.exception("%s failed", method, exc_info=error)
         await context.abort(grpc.StatusCode.INTERNAL, "internal error")
+
+
+class AuthInterceptor(MethodInterceptor):
+    """Lets a Journey call through only with an API key that has the method's role.
+
+    Health and reflection are not wrapped (see MethodInterceptor), so they stay open.
+    """
+
+    def __init__(self, keys: KeyRing) -> None:
+        self._keys = keys
+
+    def _check(self, method: str, context: Context) -> None:
+        # Metadata keys arrive lower-cased; the key itself is never logged.
+        metadata = context.invocation_metadata() or ()
+        values = [v for k, v in metadata if k == "authorization"]
+        value = values[0] if len(values) == 1 else None
+        self._keys.check(method, value if isinstance(value, str) else None)
+
+    async def unary(self, method: str, request: Any, context: Context, call: UnaryCall) -> Any:
+        """Check the key, then call."""
+        self._check(method, context)
+        return await call(request, context)
+
+    async def stream(
+        self, method: str, request: Any, context: Context, call: StreamCall
+    ) -> AsyncIterator[Any]:
+        """Check the key, then stream."""
+        self._check(method, context)
+        async for response in call(request, context):
+            yield response
+
+
+class SubscriberLimitInterceptor(MethodInterceptor):
+    """Refuses a Subscribe with RESOURCE_EXHAUSTED while `limit` subscriptions are open."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.open = 0
+
+    async def stream(
+        self, method: str, request: Any, context: Context, call: StreamCall
+    ) -> AsyncIterator[Any]:
+        """Count the stream while it runs."""
+        if self.open >= self.limit:
+            raise ResourceExhausted(
+                f"the server already serves max_subscribers ({self.limit}) subscriptions"
+            )
+        self.open += 1
+        try:
+            async for response in call(request, context):
+                yield response
+        finally:
+            self.open -= 1
 
 
 class AdmissionInterceptor(MethodInterceptor):

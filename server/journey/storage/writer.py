@@ -9,11 +9,11 @@ from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
 from sqlalchemy import func, select
-from sqlalchemy.exc import DBAPIError
 
 from journey.domain.errors import JourneyError, Unavailable
 from journey.domain.model import SystemEvent
 from journey.storage.database import Database
+from journey.storage.failures import FAILURES, unavailable
 from journey.storage.schema import SystemEventRow
 from journey.storage.unit_of_work import Keys, UnitOfWork
 
@@ -55,6 +55,9 @@ class Writer:
         self._task: asyncio.Task[None] | None = None
         self._closing = False
         self._position = 0
+        # After a failed transaction: the connection may have died during COMMIT, so whether
+        # it committed is unknown; the next transaction reads the last position again.
+        self._uncertain = False
 
     @property
     def last_position(self) -> int:
@@ -130,6 +133,10 @@ class Writer:
         results: list[tuple[_Item[Any], Any, BaseException | None]] = []
         try:
             async with self._database.sessions() as session, session.begin():
+                if self._uncertain:
+                    last = await session.scalar(select(func.max(SystemEventRow.position)))
+                    start = self._position = int(last or 0)
+                    self._uncertain = False
                 uow = UnitOfWork(session, next_position)
                 await uow.preload(Keys.union(i.keys for i in batch))
                 for item in batch:
@@ -143,14 +150,11 @@ class Writer:
                 await uow.flush()
         except Exception as failed:
             self._position = start
+            storage_failed = isinstance(failed, FAILURES)
+            self._uncertain = self._uncertain or storage_failed
             if len(batch) == 1:
                 log.warning("commit failed: %r", failed)
-                failure = (
-                    Unavailable(f"storage is unavailable: {type(failed).__name__}")
-                    if isinstance(failed, DBAPIError | OSError)
-                    else failed
-                )
-                _settle(batch[0], None, failure)
+                _settle(batch[0], None, unavailable(failed) if storage_failed else failed)
             return False
         if uow.appended:
             try:
