@@ -38,7 +38,7 @@ def violations(error: grpc.aio.AioRpcError) -> list[tuple[str, str]]:
     """The BadRequest field violations in the error's status details."""
     status = rpc_status.from_call(error)  # type: ignore[arg-type]
     assert status is not None
-    found = []
+    found: list[tuple[str, str]] = []
     for detail in status.details:
         bad_request = error_details_pb2.BadRequest()
         assert detail.Unpack(bad_request)

@@ -37,7 +37,7 @@ async def track_everything(h: Harness) -> None:
 async def subscribed(h: Harness, event_filter: pb.SystemEventFilter) -> list[pb.SystemEvent]:
     """Every stored event that Subscribe replays for the filter, up to caught_up."""
     stream = h.events.Subscribe(pb.SubscribeRequest(filter=event_filter, beginning=Empty()))
-    events = []
+    events: list[pb.SystemEvent] = []
     try:
         async with asyncio.timeout(20):
             while (message := await stream.read()) is not EOF:
