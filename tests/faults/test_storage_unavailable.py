@@ -1,4 +1,4 @@
-"""A database that is down, locked or full answers UNAVAILABLE, stores nothing half, and recovers."""
+"""A database that is down, locked or full answers UNAVAILABLE, half-stores nothing, recovers."""
 
 from __future__ import annotations
 
