@@ -1,0 +1,131 @@
+"""Load for fault tests: writers that track with client ids, subscribers that resume by position."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from dataclasses import dataclass, field
+
+import grpc
+from google.protobuf.empty_pb2 import Empty
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from journey.storage.schema import TrackedEventRow
+from journey_client import pb
+from tests.faults.process import Stubs
+
+EOF = grpc.aio.EOF  # type: ignore[attr-defined]  # missing from grpc-stubs
+SOURCE = "web"
+
+
+@dataclass
+class Outcomes:
+    """What every Track call answered, by its session id (one event, one new session each)."""
+
+    acked: dict[str, pb.TrackResponse] = field(default_factory=dict)
+    failed: dict[str, grpc.StatusCode] = field(default_factory=dict)
+
+
+async def write(stubs: Stubs, name: str, calls: int, outcomes: Outcomes) -> None:
+    """Track up to `calls` times, each on a new session; stop at the first failure.
+
+    A client that hears an error backs off; this one stops, as the server is going away.
+    """
+    for seq in range(calls):
+        session_id = f"{name}-{seq}"
+        request = pb.TrackRequest(
+            source_id=SOURCE,
+            session_id=session_id,
+            events=[pb.TrackedEvent(type="page-view", id=f"{session_id}-event")],
+        )
+        try:
+            outcomes.acked[session_id] = await stubs.tracker.Track(request, timeout=20)
+        except grpc.aio.AioRpcError as error:
+            outcomes.failed[session_id] = error.code()
+            return
+
+
+@dataclass
+class Subscriber:
+    """Every event one subscriber received, across its resumptions."""
+
+    events: list[pb.SystemEvent] = field(default_factory=list)
+    caught_up: asyncio.Event = field(default_factory=asyncio.Event)
+
+    @property
+    def last(self) -> int:
+        """The position of the last event seen; resume after it."""
+        return self.events[-1].position if self.events else 0
+
+    async def follow(self, stubs: Stubs, *, until_caught_up: bool = False) -> grpc.StatusCode:
+        """Subscribe after the last event seen; read until the stream ends (or caught_up)."""
+        request = (
+            pb.SubscribeRequest(after_position=self.last)
+            if self.events
+            else pb.SubscribeRequest(beginning=Empty())
+        )
+        self.caught_up.clear()
+        stream = stubs.events.Subscribe(request)
+        try:
+            while (message := await stream.read()) is not EOF:
+                assert isinstance(message, pb.SubscribeResponse)
+                if message.HasField("event"):
+                    self.events.append(message.event)
+                elif message.HasField("caught_up"):
+                    self.caught_up.set()
+                    if until_caught_up:
+                        return grpc.StatusCode.OK
+        except grpc.aio.AioRpcError as error:
+            return error.code()
+        finally:
+            stream.cancel()
+        return grpc.StatusCode.OK
+
+
+async def all_events(stubs: Stubs) -> list[pb.SystemEvent]:
+    """Every stored system event, via ListSystemEvents."""
+    out: list[pb.SystemEvent] = []
+    token = ""
+    while True:
+        page = await stubs.events.ListSystemEvents(
+            pb.ListSystemEventsRequest(page_size=1000, page_token=token)
+        )
+        out.extend(page.system_events)
+        token = page.next_page_token
+        if not token:
+            return out
+
+
+async def stored_event_counts(database_url: str) -> Counter[str]:
+    """How many rows each tracked event id has, read from the database itself."""
+    engine = create_async_engine(database_url)
+    try:
+        async with engine.connect() as connection:
+            rows = await connection.execute(
+                select(TrackedEventRow.event_id, func.count()).group_by(TrackedEventRow.event_id)
+            )
+            return Counter({event_id: count for event_id, count in rows})
+    finally:
+        await engine.dispose()
+
+
+def assert_exactly_the_log(subscriber: Subscriber, log: list[pb.SystemEvent]) -> None:
+    """The subscriber got every event of the log exactly once, in position order."""
+    got = [(e.position, e.id) for e in subscriber.events]
+    assert got == [(e.position, e.id) for e in log], (len(got), len(log))
+
+
+def assert_acked_are_stored(
+    outcomes: Outcomes, log: list[pb.SystemEvent], counts: Counter[str]
+) -> None:
+    """Each acknowledged Track's event is stored once, and its system events as answered."""
+    by_position = {e.position: e for e in log}
+    assert outcomes.acked
+    for session_id, response in outcomes.acked.items():
+        assert counts[f"{session_id}-event"] == 1, session_id
+        assert len(response.system_events) == 3
+        for answered in response.system_events:
+            assert by_position[answered.position] == answered, session_id
+    # No event is stored twice, acknowledged or not.
+    assert max(counts.values()) == 1
