@@ -27,11 +27,15 @@ class Outcomes:
     failed: dict[str, grpc.StatusCode] = field(default_factory=dict)
 
 
-async def write(stubs: Stubs, name: str, calls: int, outcomes: Outcomes) -> None:
-    """Track up to `calls` times, each on a new session; stop at the first failure.
+async def write(
+    stubs: Stubs, name: str, calls: int, outcomes: Outcomes, give_up_after: int = 1
+) -> None:
+    """Track up to `calls` times, each on a new session; stop after `give_up_after` failures.
 
-    A client that hears an error backs off; this one stops, as the server is going away.
+    Going on after a failure, at once and without back-off, is the harshest client for a
+    server that is stopping: calls keep arriving all through its shutdown.
     """
+    failures = 0
     for seq in range(calls):
         session_id = f"{name}-{seq}"
         request = pb.TrackRequest(
@@ -43,7 +47,9 @@ async def write(stubs: Stubs, name: str, calls: int, outcomes: Outcomes) -> None
             outcomes.acked[session_id] = await stubs.tracker.Track(request, timeout=20)
         except grpc.aio.AioRpcError as error:
             outcomes.failed[session_id] = error.code()
-            return
+            failures += 1
+            if failures >= give_up_after:
+                return
 
 
 @dataclass
