@@ -22,7 +22,7 @@ def new_key() -> str:
 def config_lines(key: str, roles: Sequence[str]) -> str:
     """The TOML that lets `key` in with `roles`; holds only the key's digest."""
     unique = list(dict.fromkeys(roles))
-    return f"[[api_keys]]\nsha256 = \"{digest(key)}\"\nroles = {json.dumps(unique)}\n"
+    return f'[[api_keys]]\nsha256 = "{digest(key)}"\nroles = {json.dumps(unique)}\n'
 
 
 def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -6,14 +6,22 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any, TypeAlias, cast
 
 import grpc
+from google.protobuf.message import DecodeError
 
 from journey.api.errors import abort
 from journey.api.validation import VALIDATORS
 from journey.auth import KeyRing
-from journey.domain.errors import InvalidArgument, JourneyError, ResourceExhausted, Unavailable
+from journey.domain.errors import (
+    FieldViolation,
+    InvalidArgument,
+    JourneyError,
+    ResourceExhausted,
+    Unavailable,
+)
 
 log = logging.getLogger("journey.rpc")
 
@@ -21,6 +29,7 @@ Context = grpc.aio.ServicerContext[Any, Any]
 UnaryCall = Callable[[Any, Context], Awaitable[Any]]
 StreamCall = Callable[[Any, Context], AsyncIterator[Any]]
 Handler: TypeAlias = "grpc.RpcMethodHandler[Any, Any]"
+Deserializer = Callable[[bytes], Any]
 
 OUR_PACKAGE = "/journey.v1."
 
@@ -42,6 +51,7 @@ class MethodInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
         # these wrappers do not speak); only Journey's methods are wrapped.
         if handler is None or not method.startswith(OUR_PACKAGE):
             return cast("Handler | None", handler)
+        deserializer = self.deserializer(handler.request_deserializer)
         if handler.unary_unary is not None:
             unary: UnaryCall = handler.unary_unary
 
@@ -49,7 +59,7 @@ class MethodInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
                 return await self.unary(method, request, context, unary)
 
             return grpc.unary_unary_rpc_method_handler(
-                unary_behaviour, handler.request_deserializer, handler.response_serializer
+                unary_behaviour, deserializer, handler.response_serializer
             )
         if handler.unary_stream is not None:
             stream: StreamCall = handler.unary_stream
@@ -60,9 +70,13 @@ class MethodInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
                     yield response
 
             return grpc.unary_stream_rpc_method_handler(
-                stream_behaviour, handler.request_deserializer, handler.response_serializer
+                stream_behaviour, deserializer, handler.response_serializer
             )
         return cast(Handler, handler)
+
+    def deserializer(self, inner: Deserializer) -> Deserializer:
+        """How the request's bytes become a message; by default, as the method says."""
+        return inner
 
     async def unary(self, method: str, request: Any, context: Context, call: UnaryCall) -> Any:
         """Around a unary call; by default, just the call."""
@@ -268,11 +282,33 @@ class AdmissionInterceptor(MethodInterceptor):
             self._leave()
 
 
+@dataclass(frozen=True)
+class Undecodable:
+    """Request bytes that are not a valid message (bad UTF-8, corrupt wire, nesting too deep)."""
+
+    error: str
+
+
 class ValidationInterceptor(MethodInterceptor):
     """Checks each request against its method's validator before the servicer sees it."""
 
+    def deserializer(self, inner: Deserializer) -> Deserializer:
+        """Keep an undecodable request as Undecodable: grpc itself would answer it UNKNOWN."""
+
+        def lenient(data: bytes) -> Any:
+            try:
+                return inner(data)
+            except DecodeError as error:
+                return Undecodable(str(error))
+
+        return lenient
+
     @staticmethod
     def _check(method: str, request: Any) -> None:
+        if isinstance(request, Undecodable):
+            raise InvalidArgument(
+                [FieldViolation("request", f"cannot be decoded: {request.error}")]
+            )
         validator = VALIDATORS.get(method)
         if validator is not None and (violations := validator(request)):
             raise InvalidArgument(violations)
