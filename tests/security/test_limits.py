@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from datetime import timedelta
 from pathlib import Path
 
 import grpc
@@ -12,6 +13,7 @@ import pytest_asyncio
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
+from journey.app import server_options
 from journey.config import Settings
 from journey_client import pb
 from tests.integration.harness import Harness, serving
@@ -137,3 +139,37 @@ async def test_a_message_over_max_receive_message_size_is_refused(tmp_path: Path
         assert raised.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
         response = await h.track("page-view", text="small")
         assert len(response.event_ids) == 1
+
+
+async def test_keepalive_and_connection_age_options_reach_grpc(tmp_path: Path) -> None:
+    settings = sqlite_settings(
+        tmp_path,
+        keepalive_time=timedelta(seconds=30),
+        keepalive_timeout=timedelta(seconds=5),
+        max_connection_age=timedelta(minutes=10),
+        max_connection_age_grace=timedelta(seconds=20),
+        max_send_message_size=1 << 20,
+    )
+    assert dict(server_options(settings)) == {
+        "grpc.max_receive_message_length": 4 * 1024 * 1024,
+        "grpc.max_send_message_length": 1 << 20,
+        "grpc.keepalive_time_ms": 30_000,
+        "grpc.keepalive_timeout_ms": 5_000,
+        "grpc.max_connection_age_ms": 600_000,
+        "grpc.max_connection_age_grace_ms": 20_000,
+    }
+    # Age limits are off by default: grpc's own default (none) applies.
+    assert "grpc.max_connection_age_ms" not in dict(server_options(sqlite_settings(tmp_path)))
+    async with serving(settings) as h:
+        assert len((await h.track("page-view")).event_ids) == 1
+
+
+async def test_a_response_over_max_send_message_size_is_refused(tmp_path: Path) -> None:
+    async with serving(sqlite_settings(tmp_path, max_send_message_size=4096)) as h:
+        for i in range(40):
+            await h.track("page-view", session_id=f"s{i}")
+        with pytest.raises(grpc.aio.AioRpcError) as raised:
+            await h.events.ListSystemEvents(pb.ListSystemEventsRequest(page_size=1000))
+        assert raised.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        small = await h.events.ListSystemEvents(pb.ListSystemEventsRequest(page_size=2))
+        assert len(small.system_events) == 2
