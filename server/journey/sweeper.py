@@ -16,7 +16,7 @@ log = logging.getLogger(__name__)
 
 BATCH = 500
 # A storage failure, seen directly or as the writer's Unavailable: logged in one line.
-RETRYABLE = (*FAILURES, Unavailable)
+RETRYABLE: tuple[type[BaseException], ...] = (*FAILURES, Unavailable)
 # Sessions opened while the sweeper sleeps may time out sooner than the deadline it
 # slept toward; waking at least this often keeps every timeout within a second.
 MAX_IDLE_SECONDS = 0.5
