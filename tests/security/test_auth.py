@@ -15,10 +15,11 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from journey.auth import digest
-from journey.config import ApiKey, Settings
+from journey.config import ApiKey, Settings, load_settings
 from journey.keys import config_lines, new_key
 from journey_client import pb
 from tests.integration.harness import Harness, serving
+from tests.integration.test_cli import run_cli
 
 TRACKER, SUBSCRIBER, ADMIN, BOTH = "tracker-key", "subscriber-key", "admin-key", "both-key"
 KEYS = {
@@ -196,3 +197,26 @@ def test_a_new_key_is_random_and_its_lines_hold_only_the_digest() -> None:
     assert first not in lines
     assert f'sha256 = "{digest(first)}"' in lines
     assert 'roles = ["tracker", "subscriber"]' in lines
+
+
+async def test_journey_keys_new_prints_a_key_that_its_config_lines_let_in(tmp_path: Path) -> None:
+    code, output = await run_cli("keys", "new", "--role", "tracker")
+    assert code == 0, output
+    key = output.split("it is not stored anywhere): ", 1)[1].split("\n", 1)[0]
+    lines = output.split("add to the server's config file:\n", 1)[1]
+    config = tmp_path / "journey.toml"
+    config.write_text(
+        f'listen = "127.0.0.1:0"\ndatabase_url = "sqlite+aiosqlite:///{tmp_path / "j.db"}"\n'
+        + lines
+    )
+    async with serving(load_settings(config, environ={})) as h:
+        track = h.tracker.Track(
+            pb.TrackRequest(source_id="web", events=[pb.TrackedEvent(type="t")]),
+            metadata=bearer(key),
+        )
+        assert await code_of(track) == grpc.StatusCode.OK
+        settings = h.settings.GetSettings(pb.GetSettingsRequest(), metadata=bearer(key))
+        assert await code_of(settings) == grpc.StatusCode.PERMISSION_DENIED
+    code, output = await run_cli("keys", "new", "--role", "root")
+    assert code == 2
+    assert "invalid choice: 'root'" in output
