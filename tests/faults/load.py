@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from journey.storage.schema import TrackedEventRow
 from journey_client import pb
 from tests.faults.process import Stubs
+from tests.integration.harness import all_events as list_all
 
 EOF = grpc.aio.EOF  # type: ignore[attr-defined]  # missing from grpc-stubs
 SOURCE = "web"
@@ -89,18 +90,33 @@ class Subscriber:
         return grpc.StatusCode.OK
 
 
+async def start_load(
+    stubs: Stubs,
+    subscribers: list[Subscriber],
+    outcomes: Outcomes,
+    *,
+    writers: int,
+    calls: int,
+    acked: int,
+    give_up_after: int = 1,
+) -> tuple[list[asyncio.Task[grpc.StatusCode]], list[asyncio.Task[None]]]:
+    """Subscribers live, then writers; returns their tasks once `acked` Tracks succeeded."""
+    following = [asyncio.create_task(s.follow(stubs)) for s in subscribers]
+    async with asyncio.timeout(20):
+        await asyncio.gather(*(s.caught_up.wait() for s in subscribers))
+    writing = [
+        asyncio.create_task(write(stubs, f"w{i}", calls, outcomes, give_up_after))
+        for i in range(writers)
+    ]
+    async with asyncio.timeout(60):
+        while len(outcomes.acked) < acked:
+            await asyncio.sleep(0.01)
+    return following, writing
+
+
 async def all_events(stubs: Stubs) -> list[pb.SystemEvent]:
     """Every stored system event, via ListSystemEvents."""
-    out: list[pb.SystemEvent] = []
-    token = ""
-    while True:
-        page = await stubs.events.ListSystemEvents(
-            pb.ListSystemEventsRequest(page_size=1000, page_token=token)
-        )
-        out.extend(page.system_events)
-        token = page.next_page_token
-        if not token:
-            return out
+    return await list_all(stubs.events)
 
 
 async def stored_event_counts(database_url: str) -> Counter[str]:
@@ -135,3 +151,22 @@ def assert_acked_are_stored(
             assert by_position[answered.position] == answered, session_id
     # No event is stored twice, acknowledged or not.
     assert max(counts.values()) == 1
+
+
+async def resume_all(stubs: Stubs, subscribers: list[Subscriber]) -> list[pb.SystemEvent]:
+    """Resume each subscriber up to caught_up; returns the whole stored log."""
+    async with asyncio.timeout(30):
+        for subscriber in subscribers:
+            assert await subscriber.follow(stubs, until_caught_up=True) == grpc.StatusCode.OK
+    log = await all_events(stubs)
+    assert [e.position for e in log] == list(range(1, len(log) + 1))
+    return log
+
+
+async def assert_nothing_lost(
+    log: list[pb.SystemEvent], subscribers: list[Subscriber], outcomes: Outcomes, database_url: str
+) -> None:
+    """Every subscriber got the whole log once, in order; every acknowledged call is stored."""
+    for subscriber in subscribers:
+        assert_exactly_the_log(subscriber, log)
+    assert_acked_are_stored(outcomes, log, await stored_event_counts(database_url))

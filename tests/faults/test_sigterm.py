@@ -9,15 +9,7 @@ import grpc
 import pytest
 
 from journey_client import pb
-from tests.faults.load import (
-    Outcomes,
-    Subscriber,
-    all_events,
-    assert_acked_are_stored,
-    assert_exactly_the_log,
-    stored_event_counts,
-    write,
-)
+from tests.faults.load import Outcomes, Subscriber, assert_nothing_lost, resume_all, start_load
 from tests.faults.process import running, write_config
 
 pytestmark = pytest.mark.slow
@@ -36,23 +28,21 @@ async def test_sigterm_under_load_stores_exactly_what_succeeded(
     subscribers = [Subscriber() for _ in range(SUBSCRIBERS)]
 
     async with running(config) as server, server.stubs() as stubs:
-        following = [asyncio.create_task(s.follow(stubs)) for s in subscribers]
-        async with asyncio.timeout(20):
-            await asyncio.gather(*(s.caught_up.wait() for s in subscribers))
-        writers = [
-            asyncio.create_task(write(stubs, f"w{i}", CALLS_PER_WRITER, outcomes, GIVE_UP_AFTER))
-            for i in range(WRITERS)
-        ]
-        async with asyncio.timeout(60):
-            while len(outcomes.acked) < ACKED_BEFORE_STOP:
-                await asyncio.sleep(0.01)
+        following, writers = await start_load(
+            stubs,
+            subscribers,
+            outcomes,
+            writers=WRITERS,
+            calls=CALLS_PER_WRITER,
+            acked=ACKED_BEFORE_STOP,
+            give_up_after=GIVE_UP_AFTER,
+        )
         server.terminate()
         async with asyncio.timeout(30):
             await asyncio.gather(*writers)
             ended = await asyncio.gather(*following)
         code = await server.wait()
     assert code == 0, "".join(server.output[-20:])
-    # Every writer was still running at the signal, so each ends with a refusal.
     # Every writer went on through the shutdown until refused this often.
     assert len(outcomes.failed) == WRITERS * GIVE_UP_AFTER
     # Never CANCELLED: a client could not tell whether such a call was stored.
@@ -65,14 +55,9 @@ async def test_sigterm_under_load_stores_exactly_what_succeeded(
             with pytest.raises(grpc.aio.AioRpcError) as refused:
                 await stubs.sessions.GetSession(pb.GetSessionRequest(session_id=session_id))
             assert refused.value.code() == grpc.StatusCode.NOT_FOUND, session_id
-        async with asyncio.timeout(30):
-            for subscriber in subscribers:
-                assert await subscriber.follow(stubs, until_caught_up=True) == grpc.StatusCode.OK
-        log = await all_events(stubs)
+        log = await resume_all(stubs, subscribers)
         server.terminate()
         assert await server.wait() == 0
     # Nothing but the acknowledged calls was stored: three system events each.
     assert len(log) == 3 * len(outcomes.acked)
-    for subscriber in subscribers:
-        assert_exactly_the_log(subscriber, log)
-    assert_acked_are_stored(outcomes, log, await stored_event_counts(database_url))
+    await assert_nothing_lost(log, subscribers, outcomes, database_url)

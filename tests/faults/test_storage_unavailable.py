@@ -21,18 +21,11 @@ from journey_client import pb
 from tests.conftest import POSTGRES_URL, REQUIRE_POSTGRES, _reset_postgres
 from tests.faults.proxy import Proxy
 from tests.integration.harness import Harness, serving
+from tests.integration.harness import status_of as code_of
 
 pytestmark = pytest.mark.slow
 
 EOF = grpc.aio.EOF  # type: ignore[attr-defined]  # missing from grpc-stubs
-
-
-async def code_of(call: Awaitable[Any]) -> grpc.StatusCode:
-    try:
-        await call
-    except grpc.aio.AioRpcError as error:
-        return error.code()
-    return grpc.StatusCode.OK
 
 
 async def first_message(h: Harness) -> Any:

@@ -19,6 +19,7 @@ from journey.config import ApiKey, Settings, load_settings
 from journey.keys import config_lines, new_key
 from journey_client import pb
 from tests.integration.harness import Harness, serving
+from tests.integration.harness import status_of as code_of
 from tests.integration.test_cli import run_cli
 
 TRACKER, SUBSCRIBER, ADMIN, BOTH = "tracker-key", "subscriber-key", "admin-key", "both-key"
@@ -86,14 +87,6 @@ async def guarded(tmp_path: Path) -> AsyncIterator[Harness]:
 
 def bearer(key: str) -> tuple[tuple[str, str]]:
     return (("authorization", f"Bearer {key}"),)
-
-
-async def code_of(call: Awaitable[Any]) -> grpc.StatusCode:
-    try:
-        await call
-    except grpc.aio.AioRpcError as error:
-        return error.code()
-    return grpc.StatusCode.OK
 
 
 # Past authentication, NOT_FOUND is the call's own answer about the made-up ids.

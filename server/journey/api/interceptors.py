@@ -164,7 +164,27 @@ class ErrorInterceptor(MethodInterceptor):
         await context.abort(grpc.StatusCode.INTERNAL, "internal error")
 
 
-class AuthInterceptor(MethodInterceptor):
+class CheckingInterceptor(MethodInterceptor):
+    """Runs a check before the call starts; the check raises to refuse it."""
+
+    def check(self, method: str, request: Any, context: Context) -> None:
+        """Raise a JourneyError to refuse the call."""
+
+    async def unary(self, method: str, request: Any, context: Context, call: UnaryCall) -> Any:
+        """Check, then call."""
+        self.check(method, request, context)
+        return await call(request, context)
+
+    async def stream(
+        self, method: str, request: Any, context: Context, call: StreamCall
+    ) -> AsyncIterator[Any]:
+        """Check, then stream."""
+        self.check(method, request, context)
+        async for response in call(request, context):
+            yield response
+
+
+class AuthInterceptor(CheckingInterceptor):
     """Lets a Journey call through only with an API key that has the method's role.
 
     Health and reflection are not wrapped (see MethodInterceptor), so they stay open.
@@ -173,25 +193,13 @@ class AuthInterceptor(MethodInterceptor):
     def __init__(self, keys: KeyRing) -> None:
         self._keys = keys
 
-    def _check(self, method: str, context: Context) -> None:
+    def check(self, method: str, request: Any, context: Context) -> None:
+        """Raise unless the call's key has the method's role."""
         # Metadata keys arrive lower-cased; the key itself is never logged.
         metadata = context.invocation_metadata() or ()
         values = [v for k, v in metadata if k == "authorization"]
         value = values[0] if len(values) == 1 else None
         self._keys.check(method, value if isinstance(value, str) else None)
-
-    async def unary(self, method: str, request: Any, context: Context, call: UnaryCall) -> Any:
-        """Check the key, then call."""
-        self._check(method, context)
-        return await call(request, context)
-
-    async def stream(
-        self, method: str, request: Any, context: Context, call: StreamCall
-    ) -> AsyncIterator[Any]:
-        """Check the key, then stream."""
-        self._check(method, context)
-        async for response in call(request, context):
-            yield response
 
 
 class SubscriberLimitInterceptor(MethodInterceptor):
@@ -289,7 +297,7 @@ class Undecodable:
     error: str
 
 
-class ValidationInterceptor(MethodInterceptor):
+class ValidationInterceptor(CheckingInterceptor):
     """Checks each request against its method's validator before the servicer sees it."""
 
     def deserializer(self, inner: Deserializer) -> Deserializer:
@@ -303,8 +311,8 @@ class ValidationInterceptor(MethodInterceptor):
 
         return lenient
 
-    @staticmethod
-    def _check(method: str, request: Any) -> None:
+    def check(self, method: str, request: Any, context: Context) -> None:
+        """Raise InvalidArgument listing every bad field."""
         if isinstance(request, Undecodable):
             raise InvalidArgument(
                 [FieldViolation("request", f"cannot be decoded: {request.error}")]
@@ -312,16 +320,3 @@ class ValidationInterceptor(MethodInterceptor):
         validator = VALIDATORS.get(method)
         if validator is not None and (violations := validator(request)):
             raise InvalidArgument(violations)
-
-    async def unary(self, method: str, request: Any, context: Context, call: UnaryCall) -> Any:
-        """Validate, then call."""
-        self._check(method, request)
-        return await call(request, context)
-
-    async def stream(
-        self, method: str, request: Any, context: Context, call: StreamCall
-    ) -> AsyncIterator[Any]:
-        """Validate, then stream."""
-        self._check(method, request)
-        async for response in call(request, context):
-            yield response
