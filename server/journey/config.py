@@ -316,38 +316,38 @@ def _decode_system_events(value: object) -> object:
     return decoded
 
 
-def _decode_sources(value: object) -> object:
-    if not isinstance(value, list):
-        return value  # the normalizer names the wrong type
-    return [_decode_source(entry, index) for index, entry in enumerate(value)]
+def _table_list(decode_one: Callable[[dict[str, Any], int], object]) -> Callable[[object], object]:
+    """A decoder for an array of tables that decodes each table with `decode_one`."""
+
+    def decode(value: object) -> object:
+        if not isinstance(value, list):
+            return value  # the normalizer names the wrong type
+        return [decode_one(entry, index) for index, entry in enumerate(value)]
+
+    return decode
 
 
-def _decode_source(entry: object, index: int) -> Source:
+def _table(
+    entry: object, index: int, allowed: tuple[str, ...], required: tuple[str, ...], wanted: str
+) -> None:
+    """Check that an array entry is a table with only `allowed` keys and all `required` ones."""
     if not isinstance(entry, dict):
-        raise _Invalid(f"expected a table with an id, got {_kind(entry)}", f"[{index}]")
+        raise _Invalid(f"expected a table with {wanted}, got {_kind(entry)}", f"[{index}]")
     for key in entry:
-        if key not in _SOURCE_KEYS:
-            raise _Invalid(f"unknown key (allowed: {', '.join(_SOURCE_KEYS)})", f"[{index}].{key}")
-    if "id" not in entry:
-        raise _Invalid("missing", f"[{index}].id")
+        if key not in allowed:
+            raise _Invalid(f"unknown key (allowed: {', '.join(allowed)})", f"[{index}].{key}")
+    for key in required:
+        if key not in entry:
+            raise _Invalid("missing", f"[{index}].{key}")
+
+
+def _decode_source(entry: dict[str, Any], index: int) -> Source:
+    _table(entry, index, _SOURCE_KEYS, ("id",), "an id")
     return Source(id=entry["id"], enabled=entry.get("enabled", True))
 
 
-def _decode_api_keys(value: object) -> object:
-    if not isinstance(value, list):
-        return value  # the normalizer names the wrong type
-    return [_decode_api_key(entry, index) for index, entry in enumerate(value)]
-
-
-def _decode_api_key(entry: object, index: int) -> ApiKey:
-    if not isinstance(entry, dict):
-        raise _Invalid(f"expected a table with sha256 and roles, got {_kind(entry)}", f"[{index}]")
-    for key in entry:
-        if key not in _API_KEY_KEYS:
-            raise _Invalid(f"unknown key (allowed: {', '.join(_API_KEY_KEYS)})", f"[{index}].{key}")
-    for key in _API_KEY_KEYS:
-        if key not in entry:
-            raise _Invalid("missing", f"[{index}].{key}")
+def _decode_api_key(entry: dict[str, Any], index: int) -> ApiKey:
+    _table(entry, index, _API_KEY_KEYS, _API_KEY_KEYS, "sha256 and roles")
     roles = entry["roles"]
     if not isinstance(roles, list):
         raise _Invalid(
@@ -516,11 +516,11 @@ _FIELDS: Mapping[str, _Field] = {
     "session_timeout": _Field(_positive_duration, _duration),
     "heartbeat_interval": _Field(_positive_duration, _duration),
     "system_events": _Field(_system_event_switches, _decode_system_events, _env_toml),
-    "sources": _Field(_source_list, _decode_sources, _env_toml),
+    "sources": _Field(_source_list, _table_list(_decode_source), _env_toml),
     "live_buffer_size": _Field(_positive_int, from_env=_env_int),
     "shutdown_grace": _Field(_non_negative_duration, _duration),
     "log_level": _Field(_log_level),
-    "api_keys": _Field(_api_key_list, _decode_api_keys, _env_toml),
+    "api_keys": _Field(_api_key_list, _table_list(_decode_api_key), _env_toml),
     "tls_cert_file": _Field(_optional_file),
     "tls_key_file": _Field(_optional_file),
     "tls_client_ca_file": _Field(_optional_file),
