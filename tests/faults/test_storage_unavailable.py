@@ -25,6 +25,7 @@ from tests.integration.harness import status_of as code_of
 
 pytestmark = pytest.mark.slow
 
+LOCKED_CALLS = 20
 EOF = grpc.aio.EOF  # type: ignore[attr-defined]  # missing from grpc-stubs
 
 
@@ -131,8 +132,14 @@ async def test_sqlite_locked_gives_unavailable_then_recovers(sqlite_file: Path) 
         other = sqlite3.connect(sqlite_file, isolation_level=None)
         try:
             other.execute("BEGIN IMMEDIATE")
-            # The writer waits busy_timeout (5 s) for the lock, then gives up.
-            assert await code_of(track(h, "locked")) == grpc.StatusCode.UNAVAILABLE
+            # The writer waits busy_timeout (5 s) for the lock, then gives up. The calls that
+            # queued meanwhile share the next attempt and fail with it: one wait for the batch,
+            # not 5 s per call in turn (20 calls would then take 100 s; the bound is a guard).
+            async with asyncio.timeout(40):
+                codes = await asyncio.gather(
+                    *(code_of(track(h, f"locked-{i}")) for i in range(LOCKED_CALLS))
+                )
+            assert set(codes) == {grpc.StatusCode.UNAVAILABLE}
             # WAL lets reads go on meanwhile.
             await h.sessions.GetSession(pb.GetSessionRequest(session_id="before"))
             await assert_serving(h)
@@ -140,7 +147,8 @@ async def test_sqlite_locked_gives_unavailable_then_recovers(sqlite_file: Path) 
             other.execute("ROLLBACK")
             other.close()
         await eventually_ok(lambda: track(h, "after"))
-        await assert_not_stored(h, "locked")
+        for i in range(LOCKED_CALLS):
+            await assert_not_stored(h, f"locked-{i}")
         assert [e.position for e in await h.all_events()] == list(range(1, 7))
 
 

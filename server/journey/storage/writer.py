@@ -13,7 +13,7 @@ from sqlalchemy import func, select
 from journey.domain.errors import JourneyError, Unavailable
 from journey.domain.model import SystemEvent
 from journey.storage.database import Database
-from journey.storage.failures import FAILURES, unavailable
+from journey.storage.failures import FAILURES, is_outage, unavailable
 from journey.storage.schema import SystemEventRow
 from journey.storage.unit_of_work import Keys, UnitOfWork
 
@@ -117,13 +117,21 @@ class Writer:
                     item.future.set_exception(Unavailable("the server is shutting down"))
 
     async def _commit(self, batch: list[_Item[Any]]) -> None:
-        if await self._attempt(batch) or len(batch) == 1:
+        failure = await self._attempt(batch)
+        if failure is None or len(batch) == 1:
+            return
+        if is_outage(failure):
+            # The database is down, locked or full: every call would fail the same way, one
+            # connect or lock timeout each. Fail them all now; each is retryable.
+            for item in batch:
+                _settle(item, None, unavailable(failure))
             return
         # One bad call must not sink the others: retry each on its own.
         for item in batch:
             await self._attempt([item])
 
-    async def _attempt(self, batch: list[_Item[Any]]) -> bool:
+    async def _attempt(self, batch: list[_Item[Any]]) -> BaseException | None:
+        """Run the batch in one transaction; None if it committed, else what failed it."""
         start = self._position
 
         def next_position() -> int:
@@ -155,7 +163,7 @@ class Writer:
             if len(batch) == 1:
                 log.warning("commit failed: %r", failed)
                 _settle(batch[0], None, unavailable(failed) if storage_failed else failed)
-            return False
+            return failed
         if uow.appended:
             try:
                 self._on_commit(uow.appended)
@@ -165,7 +173,7 @@ class Writer:
                 log.exception("publishing positions %d..%d failed", start + 1, self._position)
         for item, result, refusal in results:
             _settle(item, result, refusal)
-        return True
+        return None
 
 
 def _settle(item: _Item[Any], result: Any, error: BaseException | None) -> None:
