@@ -35,7 +35,10 @@ def generate(out: Path) -> None:
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
     with tempfile.TemporaryDirectory() as tmp:
         subprocess.run(
-            [BUF, "generate", "--template", "buf.gen.yaml", "-o", tmp], check=True, cwd=ROOT, env=env
+            [BUF, "generate", "--template", "buf.gen.yaml", "-o", tmp],
+            check=True,
+            cwd=ROOT,
+            env=env,
         )
         shutil.copytree(Path(tmp) / GEN_RELATIVE, out, dirs_exist_ok=True)
     subprocess.run(
@@ -88,9 +91,7 @@ def main() -> int:
                     f"regenerated/{name}",
                 )
                 sys.stdout.writelines(diff)
-            print(
-                "generated code is stale: run `python3 dev.py generate`", file=sys.stderr
-            )
+            print("generated code is stale: run `python3 dev.py generate`", file=sys.stderr)
             return 1
         shutil.rmtree(GEN, ignore_errors=True)
         shutil.copytree(fresh, GEN)
