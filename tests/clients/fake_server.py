@@ -33,7 +33,7 @@ class FakeEvents(pb.SystemEventServiceServicer):
     requests: list[pb.SubscribeRequest] = field(default_factory=list)
     metadata: list[dict[str, str]] = field(default_factory=list)
 
-    async def Subscribe(  # noqa: N802 (the gRPC method's name)
+    async def Subscribe(
         self, request: pb.SubscribeRequest, context: Context
     ) -> AsyncIterator[pb.SubscribeResponse]:
         """Send the next step's messages, then end the stream as it says."""
@@ -72,7 +72,7 @@ class FakeSessions(pb.SessionServiceServicer):
     failure: tuple[grpc.StatusCode, str, Any] | None = None
     metadata: list[dict[str, str]] = field(default_factory=list)
 
-    async def GetSession(  # noqa: N802 (the gRPC method's name)
+    async def GetSession(
         self, request: pb.GetSessionRequest, context: Context
     ) -> pb.GetSessionResponse:
         """Fail as told, or answer a session with the id asked for."""

@@ -44,10 +44,12 @@ async def test_invalid_argument_carries_the_field_violations() -> None:
     )
     status = to_status(error)
     failure = (status.code, status.details, status.trailing_metadata)
-    async with fake_server(sessions=FakeSessions(failure)) as address:
-        async with jc.JourneyClient(address) as client:
-            with pytest.raises(jc.InvalidArgument) as raised:
-                await client.get_session("s")
+    async with (
+        fake_server(sessions=FakeSessions(failure)) as address,
+        jc.JourneyClient(address) as client,
+    ):
+        with pytest.raises(jc.InvalidArgument) as raised:
+            await client.get_session("s")
     assert raised.value.violations == (
         jc.FieldViolation("events", "at least one"),
         jc.FieldViolation("source_id", "x"),

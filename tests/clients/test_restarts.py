@@ -52,51 +52,53 @@ async def test_every_event_arrives_exactly_once_in_order_across_restarts(
     database_url: str, tmp_path: Path
 ) -> None:
     fast = Backoff(initial=0.05, maximum=0.5)
-    async with journey_serve(
-        database_url, tmp_path, heartbeat_interval="200ms", shutdown_grace="1s"
-    ) as server:
-        async with JourneyClient(server.address, timeout=10, backoff=fast) as client:
-            received: list[pb.SystemEvent] = []
-            subscription = client.subscribe(start="beginning")
-            consumer = asyncio.create_task(consume(subscription, received))
-            # A second consumer that stops mid-way and comes back from its saved position.
-            early: list[pb.SystemEvent] = []
-            paused = client.subscribe(start="beginning")
-            paused_task = asyncio.create_task(consume(paused, early))
-            stop, tracked = asyncio.Event(), list[str]()
-            writer = asyncio.create_task(keep_tracking(client, stop, tracked))
+    async with (
+        journey_serve(
+            database_url, tmp_path, heartbeat_interval="200ms", shutdown_grace="1s"
+        ) as server,
+        JourneyClient(server.address, timeout=10, backoff=fast) as client,
+    ):
+        received: list[pb.SystemEvent] = []
+        subscription = client.subscribe(start="beginning")
+        consumer = asyncio.create_task(consume(subscription, received))
+        # A second consumer that stops mid-way and comes back from its saved position.
+        early: list[pb.SystemEvent] = []
+        paused = client.subscribe(start="beginning")
+        paused_task = asyncio.create_task(consume(paused, early))
+        stop, tracked = asyncio.Event(), list[str]()
+        writer = asyncio.create_task(keep_tracking(client, stop, tracked))
 
-            for how in (signal.SIGTERM, signal.SIGKILL, signal.SIGTERM):
-                seen = len(received)
-                await wait_for(lambda seen=seen: len(received) >= seen + 15, "progress")
-                if paused_task is not None:
-                    paused_task.cancel()
-                    await asyncio.gather(paused_task, return_exceptions=True)
-                    saved = paused.last_position
-                    paused_task = None
-                code = await server.stop(how)
-                assert code == (0 if how == signal.SIGTERM else -signal.SIGKILL)
-                await asyncio.sleep(0.3)  # tracking fails meanwhile; the writer retries
-                await server.start()  # same database, same port
-
+        for how in (signal.SIGTERM, signal.SIGKILL, signal.SIGTERM):
             seen = len(received)
-            await wait_for(lambda: len(received) >= seen + 15, "progress after the last restart")
-            stop.set()
-            await writer
-            stored = [e async for e in client.list_system_events(page_size=1000)]
-            await wait_for(lambda: len(received) >= len(stored), "the subscriber to catch up")
-            await asyncio.sleep(0.5)  # anything extra (a repeat) would arrive now
-            consumer.cancel()
-            await asyncio.gather(consumer, return_exceptions=True)
+            await wait_for(lambda seen=seen: len(received) >= seen + 15, "progress")
+            if paused_task is not None:
+                paused_task.cancel()
+                await asyncio.gather(paused_task, return_exceptions=True)
+                saved = paused.last_position
+                paused_task = None
+            code = await server.stop(how)
+            assert code == (0 if how == signal.SIGTERM else -signal.SIGKILL)
+            await asyncio.sleep(0.3)  # tracking fails meanwhile; the writer retries
+            await server.start()  # same database, same port
 
-            assert saved is not None
-            resumed = client.subscribe(start=saved)
-            rest: list[pb.SystemEvent] = []
-            rest_task = asyncio.create_task(consume(resumed, rest))
-            await wait_for(lambda: len(early) + len(rest) >= len(stored), "the resumed consumer")
-            await asyncio.sleep(0.5)
-            rest_task.cancel()
-            await asyncio.gather(rest_task, return_exceptions=True)
+        seen = len(received)
+        await wait_for(lambda: len(received) >= seen + 15, "progress after the last restart")
+        stop.set()
+        await writer
+        stored = [e async for e in client.list_system_events(page_size=1000)]
+        await wait_for(lambda: len(received) >= len(stored), "the subscriber to catch up")
+        await asyncio.sleep(0.5)  # anything extra (a repeat) would arrive now
+        consumer.cancel()
+        await asyncio.gather(consumer, return_exceptions=True)
+
+        assert saved is not None
+        resumed = client.subscribe(start=saved)
+        rest: list[pb.SystemEvent] = []
+        rest_task = asyncio.create_task(consume(resumed, rest))
+        await wait_for(lambda: len(early) + len(rest) >= len(stored), "the resumed consumer")
+        await asyncio.sleep(0.5)
+        rest_task.cancel()
+        await asyncio.gather(rest_task, return_exceptions=True)
 
     assert subscription.reconnects >= 3
     # Each Track (no session id) opened one session with one visit; a retried id caused nothing.

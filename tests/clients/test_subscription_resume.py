@@ -82,11 +82,10 @@ async def test_a_persisted_position_resumes_a_restarted_consumer() -> None:
 async def test_start_end_resumes_after_caught_up_position_not_end_again() -> None:
     fake = FakeEvents(make_log(5), [Step(0, checkpoint=5)])
     fake.log.extend(make_log(7)[5:])  # two events committed while the stream was down
-    async with fake_server(events=fake) as address:
-        async with JourneyClient(address, backoff=FAST) as client:
-            subscription = client.subscribe(start="end")
-            event = await anext(subscription)
-            await subscription.aclose()
+    async with fake_server(events=fake) as address, JourneyClient(address, backoff=FAST) as client:
+        subscription = client.subscribe(start="end")
+        event = await anext(subscription)
+        await subscription.aclose()
     # The first call asked for `end` (position 7 now), saw a checkpoint at 5, then resumed.
     assert after_positions(fake) == ["end", 5]
     assert event.position == 6
