@@ -54,6 +54,12 @@ class FakeEvents(pb.SystemEventServiceServicer):
         if step.ending != grpc.StatusCode.OK:
             await context.abort(step.ending, "scripted end")
 
+    async def ListSystemEvents(
+        self, request: pb.ListSystemEventsRequest, context: Context
+    ) -> pb.ListSystemEventsResponse:
+        """Not part of the fake."""
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "fake")
+
 
 def make_log(count: int) -> list[pb.SystemEvent]:
     """`count` events at positions 1..count."""
@@ -80,6 +86,18 @@ class FakeSessions(pb.SessionServiceServicer):
         if self.failure is not None:
             await context.abort(*self.failure)
         return pb.GetSessionResponse(session=pb.Session(id=request.session_id))
+
+    async def EndSession(
+        self, request: pb.EndSessionRequest, context: Context
+    ) -> pb.EndSessionResponse:
+        """Not part of the fake."""
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "fake")
+
+    async def GetProfile(
+        self, request: pb.GetProfileRequest, context: Context
+    ) -> pb.GetProfileResponse:
+        """Not part of the fake."""
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "fake")
 
 
 @asynccontextmanager

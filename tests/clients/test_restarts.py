@@ -64,7 +64,7 @@ async def test_every_event_arrives_exactly_once_in_order_across_restarts(
         # A second consumer that stops mid-way and comes back from its saved position.
         early: list[pb.SystemEvent] = []
         paused = client.subscribe(start="beginning")
-        paused_task = asyncio.create_task(consume(paused, early))
+        paused_task: asyncio.Task[None] | None = asyncio.create_task(consume(paused, early))
         stop, tracked = asyncio.Event(), list[str]()
         writer = asyncio.create_task(keep_tracking(client, stop, tracked))
 
