@@ -175,19 +175,19 @@ async def test_client_commands_print_json(make_settings: SettingsFactory) -> Non
         )  # fmt: skip
         assert code == 0, err
         tracked = json.loads(out)
-        assert tracked["profile_id"] == "alice"
-        assert len(tracked["event_ids"]) == 2
-        session_id = tracked["session_id"]
+        assert tracked["profileId"] == "alice"
+        assert len(tracked["eventIds"]) == 2
+        session_id = tracked["sessionId"]
 
         code, out, _ = await client_cli(port, "session", "get", session_id)
-        assert (code, json.loads(out)["event_count"]) == (0, "2")
+        assert (code, json.loads(out)["eventCount"]) == (0, "2")
         code, out, _ = await client_cli(port, "profile", "get", "alice")
-        assert (code, json.loads(out)["visit_count"]) == (0, 1)
+        assert (code, json.loads(out)["visitCount"]) == (0, 1)
         code, out, _ = await client_cli(port, "settings")
-        assert "SYSTEM_EVENT_TYPE_VISIT_ENDED" in json.loads(out)["enabled_types"]
+        assert "SYSTEM_EVENT_TYPE_VISIT_ENDED" in json.loads(out)["enabledTypes"]
         code, out, _ = await client_cli(port, "session", "end", session_id, "--reason", "bye")
         assert code == 0
-        closed = json.loads(out)["system_events"][-1]
+        closed = json.loads(out)["systemEvents"][-1]
         assert closed["properties"] == {"reason": "bye"}
 
         code, out, _ = await client_cli(port, "events", "list", "--page-size", "2")
@@ -242,10 +242,10 @@ async def test_subscribe_prints_json_lines_and_exits_0_on_a_signal(
         assert process.stderr is not None
         async with asyncio.timeout(30):
             line = json.loads(await process.stdout.readline())
-            assert line["session_id"] == first.session_id
+            assert line["sessionId"] == first.session_id
             second = await harness.track(profile_id="bob")
             line = json.loads(await process.stdout.readline())
-            assert line["session_id"] == second.session_id
+            assert line["sessionId"] == second.session_id
             assert line["properties"]["trigger_event_types"] == ["page-view"]
             process.send_signal(stop_signal)
             rest, err = await process.communicate()

@@ -29,8 +29,8 @@ class UsageError(Exception):
 
 
 def to_json(message: Message, *, indent: int | None = None) -> str:
-    """Proto3 JSON with the .proto field names, as grpcurl prints them."""
-    data = json_format.MessageToDict(message, preserving_proto_field_name=True)
+    """Canonical proto3 JSON (camelCase names, 64-bit integers as strings), as grpcurl prints."""
+    data = json_format.MessageToDict(message)
     return json.dumps(data, indent=indent, separators=None if indent else (",", ":"))
 
 
