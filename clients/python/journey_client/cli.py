@@ -31,7 +31,9 @@ class UsageError(Exception):
 def to_json(message: Message, *, indent: int | None = None) -> str:
     """Canonical proto3 JSON (camelCase names, 64-bit integers as strings), as grpcurl prints."""
     data = json_format.MessageToDict(message)
-    return json.dumps(data, indent=indent, separators=None if indent else (",", ":"))
+    # Sorted keys: a Struct's keys have no order, and the same event must print the same line.
+    separators = None if indent else (",", ":")
+    return json.dumps(data, indent=indent, separators=separators, sort_keys=True)
 
 
 def emit(message: Message, *, indent: int | None = None) -> None:
