@@ -11,7 +11,6 @@ from datetime import timedelta
 import grpc
 from grpc_health.v1 import _async as health_aio
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
 from sqlalchemy.exc import SQLAlchemyError
 
 from journey.api.interceptors import (
@@ -33,6 +32,7 @@ from journey.auth import KeyRing
 from journey.clock import Clock, SystemClock
 from journey.config import Settings
 from journey.journal import Journal
+from journey.reflection import enable_reflection
 from journey.storage.database import Database, open_database
 from journey.storage.failures import FAILURES
 from journey.storage.queries import Queries
@@ -195,9 +195,7 @@ async def create_server(
         pb.add_SettingsServiceServicer_to_server(SettingsServicer(settings), server)
         health_servicer = health_aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-        reflection.enable_server_reflection(
-            (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server
-        )
+        enable_reflection((*SERVICE_NAMES, health.SERVICE_NAME), server)
         try:
             if credentials is None:
                 port = server.add_insecure_port(settings.listen)

@@ -25,7 +25,7 @@ def config_lines(key: str, roles: Sequence[str]) -> str:
     return f'[[api_keys]]\nsha256 = "{digest(key)}"\nroles = {json.dumps(unique)}\n'
 
 
-def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add `keys new --role ROLE [--role ...]` to the `journey` command."""
     keys = commands.add_parser("keys", help="manage API keys")
     actions = keys.add_subparsers(dest="keys_command", required=True)
@@ -38,6 +38,7 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         required=True,
         help="a role the key has (repeat for several)",
     )
+    new.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:
