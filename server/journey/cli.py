@@ -11,6 +11,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from journey import keys
 from journey.app import StartupError, create_server
 from journey.config import ConfigError, Settings, load_settings
 from journey_client import cli as client_cli
@@ -61,7 +62,11 @@ def run_serve(args: argparse.Namespace) -> int:
 
 
 # Each adds its subcommands, and gives each a `handler(args) -> exit code`.
-COMMANDS: tuple[Callable[[Any], None], ...] = (add_serve_command, client_cli.add_commands)
+COMMANDS: tuple[Callable[[Any], None], ...] = (
+    add_serve_command,
+    keys.add_commands,
+    client_cli.add_commands,
+)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
