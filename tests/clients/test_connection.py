@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import subprocess
-from pathlib import Path
-
 import grpc
 import pytest
 
 from journey_client import JourneyClient, JourneySyncClient, Tls, Unavailable
 from tests.clients.fake_server import FakeEvents, FakeSessions, fake_server, make_log
+from tests.security.certs import Certificates, make_certificates
 
 
 async def test_the_api_key_goes_with_every_call_as_a_bearer_token() -> None:
@@ -58,65 +56,24 @@ def use_sync_client(address: str) -> tuple[str, list[int], int | None]:
 
 
 @pytest.fixture(scope="module")
-def pki(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def pki(tmp_path_factory: pytest.TempPathFactory) -> Certificates:
     """A CA, a server certificate for 127.0.0.1 and a client certificate, all signed by the CA."""
-    root = tmp_path_factory.mktemp("pki")
-
-    def openssl(*args: str) -> None:
-        subprocess.run(["openssl", *args], cwd=root, check=True, capture_output=True)
-
-    key = ("-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes")
-    openssl(
-        "req",
-        "-x509",
-        *key,
-        "-keyout",
-        "ca.key",
-        "-out",
-        "ca.pem",
-        "-days",
-        "2",
-        "-subj",
-        "/CN=journey-test-ca",
-    )
-    for name in ("server", "client"):
-        openssl(
-            "req", *key, "-keyout", f"{name}.key", "-out", f"{name}.csr", "-subj", f"/CN={name}"
-        )
-        (root / f"{name}.ext").write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
-        openssl(
-            "x509",
-            "-req",
-            "-in",
-            f"{name}.csr",
-            "-CA",
-            "ca.pem",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-out",
-            f"{name}.pem",
-            "-days",
-            "2",
-            "-extfile",
-            f"{name}.ext",
-        )
-    return root
+    return make_certificates(tmp_path_factory.mktemp("pki"))
 
 
-def server_credentials(pki: Path, *, require_client_cert: bool) -> grpc.ServerCredentials:
+def server_credentials(pki: Certificates, *, require_client_cert: bool) -> grpc.ServerCredentials:
     """TLS for the fake server; with mutual TLS it trusts client certs signed by the CA."""
     return grpc.ssl_server_credentials(
-        [((pki / "server.key").read_bytes(), (pki / "server.pem").read_bytes())],
-        root_certificates=(pki / "ca.pem").read_bytes(),
+        [(pki.server_key.read_bytes(), pki.server_cert.read_bytes())],
+        root_certificates=pki.ca.read_bytes(),
         require_client_auth=require_client_cert,
     )
 
 
-async def test_tls_with_the_servers_ca(pki: Path) -> None:
+async def test_tls_with_the_servers_ca(pki: Certificates) -> None:
     credentials = server_credentials(pki, require_client_cert=False)
     async with fake_server(sessions=FakeSessions(), credentials=credentials) as address:
-        tls = Tls.from_files(root_ca=pki / "ca.pem")
+        tls = Tls.from_files(root_ca=pki.ca)
         async with JourneyClient(address, tls=tls) as client:
             assert (await client.get_session("s")).id == "s"
         # Plaintext against a TLS port does not get through.
@@ -125,19 +82,19 @@ async def test_tls_with_the_servers_ca(pki: Path) -> None:
                 await client.get_session("s")
 
 
-async def test_mutual_tls_needs_the_client_certificate(pki: Path) -> None:
+async def test_mutual_tls_needs_the_client_certificate(pki: Certificates) -> None:
     credentials = server_credentials(pki, require_client_cert=True)
     async with fake_server(sessions=FakeSessions(), credentials=credentials) as address:
         client = JourneyClient.with_tls_files(
-            address, root_ca=pki / "ca.pem", cert=pki / "client.pem", key=pki / "client.key"
+            address, root_ca=pki.ca, cert=pki.client_cert, key=pki.client_key
         )
         async with client:
             assert (await client.get_session("s")).id == "s"
-        async with JourneyClient(address, tls=Tls.from_files(pki / "ca.pem"), timeout=5) as client:
+        async with JourneyClient(address, tls=Tls.from_files(pki.ca), timeout=5) as client:
             with pytest.raises(Unavailable):
                 await client.get_session("s")
 
 
-def test_a_client_certificate_without_its_key_is_refused(pki: Path) -> None:
+def test_a_client_certificate_without_its_key_is_refused(pki: Certificates) -> None:
     with pytest.raises(ValueError, match="go together"):
-        Tls.from_files(pki / "ca.pem", cert=pki / "client.pem")
+        Tls.from_files(pki.ca, cert=pki.client_cert)

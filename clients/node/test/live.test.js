@@ -1,13 +1,19 @@
 // Against a live server (its address in TEST_JOURNEY_ADDRESS, set by tests/clients/test_node.py):
-// tracked events come back as the subscriber's system events.
+// tracked events come back as the subscriber's system events. When the test sets them, the client
+// connects with mutual TLS (TEST_JOURNEY_TLS_CA/CERT/KEY) and an API key (TEST_JOURNEY_API_KEY).
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { JourneyClient } from "../src/index.js";
 
 const address = process.env.TEST_JOURNEY_ADDRESS;
+const env = process.env;
+const tls = env.TEST_JOURNEY_TLS_CA
+  ? { rootCa: env.TEST_JOURNEY_TLS_CA, cert: env.TEST_JOURNEY_TLS_CERT, key: env.TEST_JOURNEY_TLS_KEY }
+  : null;
+const apiKey = env.TEST_JOURNEY_API_KEY || null;
 
 test("the subscriber receives the system events that Track caused", { skip: !address }, async () => {
-  const client = new JourneyClient(address);
+  const client = new JourneyClient(address, { tls, apiKey });
   try {
     const first = await client.track({ sourceId: "node", profileId: "ada", events: ["page-view"] });
     assert.equal(first.profileId, "ada");
