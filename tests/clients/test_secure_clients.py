@@ -67,10 +67,12 @@ async def test_the_python_client_passes_mutual_tls_and_its_key_and_types_the_ref
 
 async def test_the_cli_takes_the_tls_files_and_the_key(tmp_path: Path, certs: Certificates) -> None:
     async with serving(secure_settings(tmp_path, certs)) as h:
-        tls = ("--tls-ca", str(certs.ca), "--tls-cert", str(certs.client_cert))
-        tls += ("--tls-key", str(certs.client_key))
-        track = ("track", "--server", f"127.0.0.1:{h.port}", *tls, "--source", "web")
-        track += ("--profile", "grace", "--type", "page-view")
+        track = [
+            "track", "--server", f"127.0.0.1:{h.port}",
+            "--tls-ca", str(certs.ca), "--tls-cert", str(certs.client_cert),
+            "--tls-key", str(certs.client_key),
+            "--source", "web", "--profile", "grace", "--type", "page-view",
+        ]  # fmt: skip
         code, output = await run_cli(*track, "--api-key", TRACKER_KEY)
         assert code == 0, output
         assert '"profileId": "grace"' in output
