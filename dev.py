@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import shutil
 import subprocess
 import sys
+import tarfile
+import tempfile
 import venv
 from pathlib import Path
 
@@ -16,6 +19,7 @@ BIN = VENV / "bin"
 PYTHON = BIN / "python"
 # Everything installed is pinned: direct dependencies in pyproject.toml, the rest here.
 INPUTS = ("pyproject.toml", "constraints.txt")
+NODE_CLIENT = ROOT / "clients" / "node"
 
 
 def run(*cmd: str | Path, cwd: Path = ROOT) -> None:
@@ -41,13 +45,64 @@ def setup(extra: str) -> None:
     stamp.write_text(digest)
 
 
+def npm_ci(folder: Path) -> None:
+    """Install a package.json's pinned packages (npm ci), unless its lock file is unchanged."""
+    lock = (folder / "package-lock.json").read_bytes()
+    stamp = folder / "node_modules" / ".installed"
+    if stamp.exists() and stamp.read_bytes() == hashlib.sha256(lock).hexdigest().encode():
+        return
+    run("npm", "ci", "--no-audit", "--no-fund", cwd=folder)
+    stamp.write_text(hashlib.sha256(lock).hexdigest())
+
+
+def node_tools() -> None:
+    """Install buf (pinned in package.json) for the contract checks and code generation."""
+    if shutil.which("npm") is None:
+        sys.exit("the contract tools need Node.js and npm (buf is pinned in package.json)")
+    npm_ci(ROOT)
+
+
 def buf(*args: str) -> None:
     """Run the buf version pinned in package.json."""
-    if shutil.which("npm") is None:
-        sys.exit("buf checks need Node.js and npm (buf is pinned in package.json)")
-    if not (ROOT / "node_modules" / ".bin" / "buf").exists():
-        run("npm", "ci", "--no-audit", "--no-fund")
+    node_tools()
     run(ROOT / "node_modules" / ".bin" / "buf", *args)
+
+
+def first_contract_commit() -> str:
+    """The first commit that has protos/: the v1 contract that must not break."""
+    out = subprocess.run(
+        ["git", "rev-list", "--reverse", "HEAD", "--", "protos"],
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.split()
+    if not out:
+        sys.exit("buf breaking needs the git history (a full clone)")
+    return out[0]
+
+
+def buf_breaking() -> None:
+    """Check with buf breaking against the contract as it stood in its first commit."""
+    commit = first_contract_commit()
+    archive = subprocess.run(
+        ["git", "archive", commit, "buf.yaml", "protos"], cwd=ROOT, check=True, capture_output=True
+    ).stdout
+    with tempfile.TemporaryDirectory() as old:
+        with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+            tar.extractall(old, filter="data")
+        print(f"(against the contract at {commit[:12]})", flush=True)
+        buf("breaking", "--against", old)
+
+
+def node_client() -> None:
+    """The Node.js client's packages, for its tests; CI must have Node.js."""
+    if shutil.which("npm") is None:
+        if os.environ.get("CI"):
+            sys.exit("CI runs the Node.js client's tests: install Node.js 20 and npm")
+        print("note: no Node.js here, so the Node.js client's test is skipped", flush=True)
+        return
+    npm_ci(NODE_CLIENT)
 
 
 def serve(args: list[str]) -> None:
@@ -59,6 +114,7 @@ def serve(args: list[str]) -> None:
 def test(args: list[str]) -> None:
     """Run the whole test suite, then `bench --quick`; with pytest arguments, only pytest."""
     setup("dev")
+    node_client()
     run(PYTHON, "-m", "pytest", *args)
     if not args:
         # Keeps the benchmark working: it fails only if a scenario errors, loses or repeats
@@ -73,19 +129,22 @@ def bench(args: list[str]) -> None:
 
 
 def lint(_: list[str]) -> None:
-    """ruff, mypy, generated-code drift, and buf lint and format."""
+    """ruff, mypy, generated-code drift, and buf lint, format and breaking."""
     setup("dev")
     run(BIN / "ruff", "check", ".")
     run(BIN / "ruff", "format", "--check", ".")
     run(BIN / "mypy")
+    node_tools()
     run(PYTHON, "scripts/generate_protos.py", "--check")
     buf("lint")
     buf("format", "-d", "--exit-code")
+    buf_breaking()
 
 
 def generate(_: list[str]) -> None:
-    """Regenerate the protobuf and gRPC code from protos/."""
+    """Regenerate the protobuf and gRPC code from protos/ (as buf.gen.yaml says)."""
     setup("dev")
+    node_tools()
     run(PYTHON, "scripts/generate_protos.py")
 
 

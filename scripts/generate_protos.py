@@ -1,9 +1,11 @@
-"""Generate the Python protobuf and gRPC code with .pyi stubs from protos/, or check it."""
+"""Generate the Python code (buf.gen.yaml) and the commented descriptor set, or check them."""
 
 from __future__ import annotations
 
 import argparse
 import difflib
+import hashlib
+import os
 import re
 import shutil
 import subprocess
@@ -13,8 +15,13 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 PROTOS = ROOT / "protos"
-GEN = ROOT / "clients" / "python" / "journey_client" / "_gen"
+GEN_RELATIVE = Path("clients", "python", "journey_client", "_gen")
+GEN = ROOT / GEN_RELATIVE
 GEN_PACKAGE = "journey_client._gen"
+BUF = ROOT / "node_modules" / ".bin" / "buf"
+# The journey.v1 files as FileDescriptorProtos *with* source info (the .proto comments), which
+# server reflection serves so that `grpcurl describe` shows the API reference.
+DESCRIPTOR_SET = "journey_v1.binpb"
 
 # protoc writes absolute imports of the proto package (`from journey.v1 import x_pb2`), which
 # would collide with the server's `journey` package; rewrite them into our private package.
@@ -23,23 +30,20 @@ _PYI_NAME = re.compile(r"(?<![\w.])journey\.v1\.(?=\w+_pb2)")
 
 
 def generate(out: Path) -> None:
-    """Run protoc over every .proto file and write the package under `out`."""
-    protos = sorted(str(p.relative_to(PROTOS)) for p in PROTOS.rglob("*.proto"))
-    plugin_dir = Path(sys.executable).parent
-    cmd = [
-        sys.executable,
-        "-m",
-        "grpc_tools.protoc",
-        f"--proto_path={PROTOS}",
-        f"--plugin=protoc-gen-mypy={plugin_dir / 'protoc-gen-mypy'}",
-        f"--plugin=protoc-gen-mypy_grpc={plugin_dir / 'protoc-gen-mypy_grpc'}",
-        f"--python_out={out}",
-        f"--mypy_out=quiet:{out}",
-        f"--grpc_python_out={out}",
-        f"--mypy_grpc_out=quiet:{out}",
-        *protos,
-    ]
-    subprocess.run(cmd, check=True, cwd=ROOT)
+    """Run buf generate (plugins as buf.gen.yaml says) and buf build; write the package in `out`."""
+    # buf.gen.yaml names its plugins as the dev .venv provides them: `python`, protoc-gen-mypy.
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    with tempfile.TemporaryDirectory() as tmp:
+        subprocess.run(
+            [BUF, "generate", "--template", "buf.gen.yaml", "-o", tmp],
+            check=True,
+            cwd=ROOT,
+            env=env,
+        )
+        shutil.copytree(Path(tmp) / GEN_RELATIVE, out, dirs_exist_ok=True)
+    subprocess.run(
+        [BUF, "build", "--exclude-imports", "-o", out / DESCRIPTOR_SET], check=True, cwd=ROOT
+    )
     for path in sorted(out.rglob("*.py*")):
         text = path.read_text()
         text = _PY_IMPORT.sub(f"from {GEN_PACKAGE}.journey.v1 import ", text)
@@ -53,9 +57,13 @@ def generate(out: Path) -> None:
 
 
 def snapshot(tree: Path) -> dict[str, str]:
-    """Map each generated file's relative path to its text."""
+    """Map each generated file's relative path to its text (a binary file: its hex digest)."""
     return {
-        str(p.relative_to(tree)): p.read_text()
+        str(p.relative_to(tree)): (
+            hashlib.sha256(p.read_bytes()).hexdigest() + "\n"
+            if p.suffix == ".binpb"
+            else p.read_text()
+        )
         for p in sorted(tree.rglob("*"))
         if p.is_file() and "__pycache__" not in p.parts
     }
@@ -83,9 +91,7 @@ def main() -> int:
                     f"regenerated/{name}",
                 )
                 sys.stdout.writelines(diff)
-            print(
-                "generated code is stale: run `python scripts/generate_protos.py`", file=sys.stderr
-            )
+            print("generated code is stale: run `python3 dev.py generate`", file=sys.stderr)
             return 1
         shutil.rmtree(GEN, ignore_errors=True)
         shutil.copytree(fresh, GEN)

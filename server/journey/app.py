@@ -6,18 +6,21 @@ import asyncio
 import contextlib
 import logging
 from dataclasses import dataclass
+from datetime import timedelta
 
 import grpc
 from grpc_health.v1 import _async as health_aio
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
 from sqlalchemy.exc import SQLAlchemyError
 
 from journey.api.encoding import add_system_event_service
 from journey.api.interceptors import (
     AdmissionInterceptor,
+    AuthInterceptor,
     ErrorInterceptor,
     LoggingInterceptor,
+    MethodInterceptor,
+    SubscriberLimitInterceptor,
     ValidationInterceptor,
 )
 from journey.api.servicers import (
@@ -26,10 +29,13 @@ from journey.api.servicers import (
     SystemEventServicer,
     TrackerServicer,
 )
+from journey.auth import KeyRing
 from journey.clock import Clock, SystemClock
 from journey.config import Settings
 from journey.journal import Journal
+from journey.reflection import enable_reflection
 from journey.storage.database import Database, open_database
+from journey.storage.failures import FAILURES
 from journey.storage.queries import Queries
 from journey.storage.writer import Writer
 from journey.streaming.broker import Broker
@@ -51,7 +57,74 @@ SERVICE_NAMES = tuple(
 
 
 class StartupError(Exception):
-    """The server cannot start: the database cannot be opened or the address not bound."""
+    """The server cannot start: bad TLS files, the database cannot be opened, the address taken."""
+
+
+def _read(setting: str, path: str) -> bytes:
+    try:
+        with open(path, "rb") as file:
+            return file.read()
+    except OSError as error:
+        raise StartupError(f"{setting}: cannot read {path}: {error.strerror or error}") from None
+
+
+def server_credentials(settings: Settings) -> grpc.ServerCredentials | None:
+    """TLS credentials from the configured files (None for plaintext); StartupError if unusable."""
+    if not settings.tls_cert_file:
+        return None
+    chain = _read("tls_cert_file", settings.tls_cert_file)
+    key = _read("tls_key_file", settings.tls_key_file)
+    client_ca = (
+        _read("tls_client_ca_file", settings.tls_client_ca_file)
+        if settings.tls_client_ca_file
+        else None
+    )
+    for setting, data, marker in (
+        ("tls_cert_file", chain, b"-----BEGIN CERTIFICATE-----"),
+        ("tls_key_file", key, b"PRIVATE KEY-----"),
+        ("tls_client_ca_file", client_ca, b"-----BEGIN CERTIFICATE-----"),
+    ):
+        # grpc only finds out at the first handshake; a clear error at start is kinder.
+        if data is not None and marker not in data:
+            raise StartupError(f"{setting}: {getattr(settings, setting)} is not PEM ({marker!r})")
+    return grpc.ssl_server_credentials(
+        [(key, chain)],
+        root_certificates=client_ca,
+        require_client_auth=client_ca is not None,
+    )
+
+
+def server_options(settings: Settings) -> list[tuple[str, int]]:
+    """The grpc channel arguments for the configured limits; 0 turns an age limit off."""
+    options = [
+        ("grpc.max_receive_message_length", settings.max_receive_message_size),
+        ("grpc.max_send_message_length", settings.max_send_message_size),
+        ("grpc.keepalive_time_ms", _ms(settings.keepalive_time)),
+        ("grpc.keepalive_timeout_ms", _ms(settings.keepalive_timeout)),
+    ]
+    if settings.max_connection_age:
+        options.append(("grpc.max_connection_age_ms", _ms(settings.max_connection_age)))
+    if settings.max_connection_age_grace:
+        options.append(("grpc.max_connection_age_grace_ms", _ms(settings.max_connection_age_grace)))
+    return options
+
+
+def _ms(duration: timedelta) -> int:
+    # grpc keeps these in a signed 32-bit int of milliseconds (about 24 days).
+    return min(int(duration.total_seconds() * 1000), 2**31 - 1)
+
+
+def _interceptors(settings: Settings, admission: AdmissionInterceptor) -> list[MethodInterceptor]:
+    # Outermost first: errors map whatever the inner ones raise; auth runs before anything
+    # else looks at the request.
+    chain: list[MethodInterceptor] = [LoggingInterceptor(), ErrorInterceptor()]
+    if settings.api_keys:
+        chain.append(AuthInterceptor(KeyRing(settings.api_keys)))
+    else:
+        log.warning("no [[api_keys]] configured: the server runs open, anyone may call it")
+    chain += [admission, SubscriberLimitInterceptor(settings.max_subscribers)]
+    chain.append(ValidationInterceptor())
+    return chain
 
 
 @dataclass
@@ -92,6 +165,7 @@ async def create_server(
     """Open the database, bind `settings.listen`, start serving; returns the server and its port."""
     clock = clock or SystemClock()
     policy = settings.policy()
+    credentials = server_credentials(settings)
     try:
         database = await open_database(
             settings.database_url, sqlite_synchronous=settings.sqlite_synchronous
@@ -103,7 +177,10 @@ async def create_server(
     writer = Writer(database, broker.publish)
     queries = Queries(database)
     try:
-        await writer.start()
+        try:
+            await writer.start()
+        except FAILURES as error:
+            raise StartupError(f"cannot read the database: {error!r}") from error
         broker.head = writer.last_position
         journal = Journal(
             writer, queries, policy, {s.id: s.enabled for s in settings.sources}, clock
@@ -113,12 +190,7 @@ async def create_server(
         )
         admission = AdmissionInterceptor()
         server = grpc.aio.server(
-            interceptors=[
-                LoggingInterceptor(),
-                ErrorInterceptor(),
-                admission,
-                ValidationInterceptor(),
-            ]
+            interceptors=_interceptors(settings, admission), options=server_options(settings)
         )
         pb.add_TrackerServiceServicer_to_server(TrackerServicer(journal), server)
         add_system_event_service(SystemEventServicer(journal, follow), server)
@@ -126,11 +198,12 @@ async def create_server(
         pb.add_SettingsServiceServicer_to_server(SettingsServicer(settings), server)
         health_servicer = health_aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-        reflection.enable_server_reflection(
-            (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server
-        )
+        enable_reflection((*SERVICE_NAMES, health.SERVICE_NAME), server)
         try:
-            port = server.add_insecure_port(settings.listen)
+            if credentials is None:
+                port = server.add_insecure_port(settings.listen)
+            else:
+                port = server.add_secure_port(settings.listen, credentials)
         except RuntimeError as error:
             raise StartupError(
                 f"cannot listen on {settings.listen}: the address is taken or not this host's"

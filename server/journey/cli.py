@@ -1,4 +1,4 @@
-"""The `journey` command."""
+"""The `journey` command: `serve`, and the client commands from journey_client.cli."""
 
 from __future__ import annotations
 
@@ -8,10 +8,13 @@ import json
 import logging
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
+from journey import keys
 from journey.app import StartupError, create_server
 from journey.config import ConfigError, Settings, load_settings
+from journey_client import cli as client_cli
 
 log = logging.getLogger("journey")
 
@@ -32,14 +35,15 @@ async def serve(settings: Settings) -> None:
     log.info("stopped")
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the `journey` command."""
-    parser = argparse.ArgumentParser(prog="journey", description="Journey system-event server.")
-    commands = parser.add_subparsers(dest="command", required=True)
-    serve_parser = commands.add_parser("serve", help="run the server")
-    serve_parser.add_argument("--config", metavar="FILE", help="a TOML configuration file")
-    args = parser.parse_args(argv)
+def add_serve_command(commands: Any) -> None:
+    """`journey serve [--config FILE]`."""
+    parser = commands.add_parser("serve", help="run the server")
+    parser.add_argument("--config", metavar="FILE", help="a TOML configuration file")
+    parser.set_defaults(handler=run_serve)
 
+
+def run_serve(args: argparse.Namespace) -> int:
+    """Load the configuration and serve until a signal; exit codes 2 (config) and 1 (startup)."""
     try:
         settings = load_settings(args.config)
     except ConfigError as error:
@@ -55,6 +59,27 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"journey: {error}", file=sys.stderr)
         return 1
     return 0
+
+
+# Each adds its subcommands, and gives each a `handler(args) -> exit code`.
+COMMANDS: tuple[Callable[[Any], None], ...] = (
+    add_serve_command,
+    keys.add_commands,
+    client_cli.add_commands,
+)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `journey` command: parse, then run the chosen command's handler."""
+    parser = argparse.ArgumentParser(
+        prog="journey", description="Journey: the system-event server and its client commands."
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for add in COMMANDS:
+        add(commands)
+    args = parser.parse_args(argv)
+    handler: Callable[[argparse.Namespace], int] = args.handler
+    return handler(args)
 
 
 if __name__ == "__main__":

@@ -27,8 +27,14 @@ _DURATION_TEXT = re.compile(r"(?P<number>\d+(?:\.\d+)?|\.\d+)\s*(?P<unit>[A-Za-z
 _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 _SQLITE_SYNCHRONOUS = ("NORMAL", "FULL")
 _SOURCE_KEYS = ("id", "enabled")
+_API_KEY_KEYS = ("sha256", "roles")
+# What each role may call: tracker writes, subscriber reads, admin does everything.
+ROLES = ("tracker", "subscriber", "admin")
+_SHA256_HEX = re.compile(r"[0-9a-f]{64}")
 _MAX_SOURCE_ID_LENGTH = 128
 _MAX_PORT = 65535
+# grpc keeps message sizes in a signed 32-bit int.
+_MAX_MESSAGE_SIZE = 2**31 - 1
 # Greedy up to the last `@`: an unescaped `@` in a password must not leak the password's tail;
 # masking a rare `@` in the path as well is the safe way to be wrong.
 _URL_PASSWORD = re.compile(r"^(?P<user>[^:/?#]+://[^:/?#@]*):.*@(?P<rest>[^@]*)$", re.DOTALL)
@@ -243,6 +249,54 @@ def _check_source(source: Source, index: int) -> None:
         raise _Invalid(f"expected true or false, got {_kind(source.enabled)}", f"[{index}].enabled")
 
 
+def _api_key_list(value: object) -> tuple[ApiKey, ...]:
+    if not isinstance(value, list | tuple):
+        raise _Invalid(f"expected an array of tables ([[api_keys]]), got {_kind(value)}")
+    first_index: dict[str, int] = {}
+    checked = []
+    for index, key in enumerate(value):
+        if not isinstance(key, ApiKey):
+            raise _Invalid(f"expected an ApiKey, got {_kind(key)}", f"[{index}]")
+        checked.append(_check_api_key(key, index))
+        digest = checked[-1].sha256
+        if digest in first_index:
+            raise _Invalid(
+                f"duplicate sha256 (also api_keys[{first_index[digest]}])", f"[{index}].sha256"
+            )
+        first_index[digest] = index
+    return tuple(checked)
+
+
+def _check_api_key(key: ApiKey, index: int) -> ApiKey:
+    if not isinstance(key.sha256, str) or not _SHA256_HEX.fullmatch(key.sha256.lower()):
+        # Never echo the value: someone may have pasted the key itself here.
+        raise _Invalid(
+            "expected the 64 hex digits of the key's SHA-256 digest "
+            "(`journey keys new` prints it), not the key itself",
+            f"[{index}].sha256",
+        )
+    if not isinstance(key.roles, list | tuple | frozenset) or not key.roles:
+        raise _Invalid(
+            f"expected a non-empty array of roles ({', '.join(ROLES)})", f"[{index}].roles"
+        )
+    for role in key.roles:
+        if role not in ROLES:
+            raise _Invalid(f"unknown role {role!r} (known: {', '.join(ROLES)})", f"[{index}].roles")
+    return ApiKey(sha256=key.sha256.lower(), roles=frozenset(key.roles))
+
+
+def _optional_file(value: object) -> str:
+    # Empty means "not set"; whether the file can be read is checked at start.
+    return _string(value)
+
+
+def _message_size(value: object) -> int:
+    size = _positive_int(value)
+    if size > _MAX_MESSAGE_SIZE:
+        raise _Invalid(f"must be at most {_MAX_MESSAGE_SIZE} (2 GiB - 1), got {size}")
+    return size
+
+
 # Decoders: turn a value as TOML gives it into the typed value that a normalizer checks.
 
 
@@ -270,21 +324,48 @@ def _decode_system_events(value: object) -> object:
     return decoded
 
 
-def _decode_sources(value: object) -> object:
-    if not isinstance(value, list):
-        return value  # the normalizer names the wrong type
-    return [_decode_source(entry, index) for index, entry in enumerate(value)]
+def _table_list(decode_one: Callable[[dict[str, Any], int], object]) -> Callable[[object], object]:
+    """A decoder for an array of tables that decodes each table with `decode_one`."""
+
+    def decode(value: object) -> object:
+        if not isinstance(value, list):
+            return value  # the normalizer names the wrong type
+        return [decode_one(entry, index) for index, entry in enumerate(value)]
+
+    return decode
 
 
-def _decode_source(entry: object, index: int) -> Source:
+def _table(
+    entry: object, index: int, allowed: tuple[str, ...], required: tuple[str, ...], wanted: str
+) -> None:
+    """Check that an array entry is a table with only `allowed` keys and all `required` ones."""
     if not isinstance(entry, dict):
-        raise _Invalid(f"expected a table with an id, got {_kind(entry)}", f"[{index}]")
+        raise _Invalid(f"expected a table with {wanted}, got {_kind(entry)}", f"[{index}]")
     for key in entry:
-        if key not in _SOURCE_KEYS:
-            raise _Invalid(f"unknown key (allowed: {', '.join(_SOURCE_KEYS)})", f"[{index}].{key}")
-    if "id" not in entry:
-        raise _Invalid("missing", f"[{index}].id")
+        if key not in allowed:
+            raise _Invalid(f"unknown key (allowed: {', '.join(allowed)})", f"[{index}].{key}")
+    for key in required:
+        if key not in entry:
+            raise _Invalid("missing", f"[{index}].{key}")
+
+
+def _decode_source(entry: dict[str, Any], index: int) -> Source:
+    _table(entry, index, _SOURCE_KEYS, ("id",), "an id")
     return Source(id=entry["id"], enabled=entry.get("enabled", True))
+
+
+def _decode_api_key(entry: dict[str, Any], index: int) -> ApiKey:
+    _table(entry, index, _API_KEY_KEYS, _API_KEY_KEYS, "sha256 and roles")
+    roles = entry["roles"]
+    if not isinstance(roles, list):
+        raise _Invalid(
+            f"expected an array of roles ({', '.join(ROLES)}), got {_kind(roles)}",
+            f"[{index}].roles",
+        )
+    for role in roles:
+        if not isinstance(role, str):
+            raise _Invalid(f"expected role names, got {_kind(role)}", f"[{index}].roles")
+    return ApiKey(sha256=entry["sha256"], roles=frozenset(roles))
 
 
 # Environment readers: turn a variable's text into a value as TOML would give it.
@@ -336,6 +417,14 @@ class Source:
 
 
 @dataclass(frozen=True)
+class ApiKey:
+    """A client key, known only by the SHA-256 hex digest of its text, and the roles it has."""
+
+    sha256: str
+    roles: frozenset[str]
+
+
+@dataclass(frozen=True)
 class Settings:
     """The effective configuration; constructing one checks it, so every instance is valid."""
 
@@ -351,6 +440,20 @@ class Settings:
     live_buffer_size: int = 10000
     shutdown_grace: timedelta = timedelta(seconds=5)
     log_level: str = "INFO"
+    # With none, the server runs open (and warns at start).
+    api_keys: tuple[ApiKey, ...] = ()
+    tls_cert_file: str = ""
+    tls_key_file: str = ""
+    tls_client_ca_file: str = ""
+    max_subscribers: int = 1000
+    # grpc's own defaults: 4 MiB in; out, room for a full page of large events.
+    max_receive_message_size: int = 4 * 1024 * 1024
+    max_send_message_size: int = 128 * 1024 * 1024
+    keepalive_time: timedelta = timedelta(hours=2)
+    keepalive_timeout: timedelta = timedelta(seconds=20)
+    # 0 turns each off.
+    max_connection_age: timedelta = timedelta(0)
+    max_connection_age_grace: timedelta = timedelta(0)
     # SQLite's PRAGMA synchronous in WAL mode: NORMAL loses nothing acknowledged when the
     # process crashes, only the last commits on a power loss; FULL syncs every commit.
     sqlite_synchronous: str = "NORMAL"
@@ -363,6 +466,15 @@ class Settings:
                 f"visit_timeout: {_format_duration(self.visit_timeout)} is longer than "
                 f"session_timeout {_format_duration(self.session_timeout)}; "
                 "a visit cannot outlast its session"
+            )
+        if bool(self.tls_cert_file) != bool(self.tls_key_file):
+            raise ConfigError(
+                "tls_cert_file, tls_key_file: set both to serve TLS, or neither for plaintext"
+            )
+        if self.tls_client_ca_file and not self.tls_cert_file:
+            raise ConfigError(
+                "tls_client_ca_file: client certificates need TLS; set tls_cert_file and "
+                "tls_key_file as well"
             )
 
     @property
@@ -393,6 +505,18 @@ class Settings:
             "live_buffer_size": self.live_buffer_size,
             "shutdown_grace": _format_duration(self.shutdown_grace),
             "log_level": self.log_level,
+            # The digests are not secret, but they are noise; roles say what is allowed.
+            "api_keys": [sorted(key.roles) for key in self.api_keys],
+            "tls_cert_file": self.tls_cert_file,
+            "tls_key_file": self.tls_key_file,
+            "tls_client_ca_file": self.tls_client_ca_file,
+            "max_subscribers": self.max_subscribers,
+            "max_receive_message_size": self.max_receive_message_size,
+            "max_send_message_size": self.max_send_message_size,
+            "keepalive_time": _format_duration(self.keepalive_time),
+            "keepalive_timeout": _format_duration(self.keepalive_timeout),
+            "max_connection_age": _format_duration(self.max_connection_age),
+            "max_connection_age_grace": _format_duration(self.max_connection_age_grace),
             "sqlite_synchronous": self.sqlite_synchronous,
         }
 
@@ -404,10 +528,21 @@ _FIELDS: Mapping[str, _Field] = {
     "session_timeout": _Field(_positive_duration, _duration),
     "heartbeat_interval": _Field(_positive_duration, _duration),
     "system_events": _Field(_system_event_switches, _decode_system_events, _env_toml),
-    "sources": _Field(_source_list, _decode_sources, _env_toml),
+    "sources": _Field(_source_list, _table_list(_decode_source), _env_toml),
     "live_buffer_size": _Field(_positive_int, from_env=_env_int),
     "shutdown_grace": _Field(_non_negative_duration, _duration),
     "log_level": _Field(_log_level),
+    "api_keys": _Field(_api_key_list, _table_list(_decode_api_key), _env_toml),
+    "tls_cert_file": _Field(_optional_file),
+    "tls_key_file": _Field(_optional_file),
+    "tls_client_ca_file": _Field(_optional_file),
+    "max_subscribers": _Field(_positive_int, from_env=_env_int),
+    "max_receive_message_size": _Field(_message_size, from_env=_env_int),
+    "max_send_message_size": _Field(_message_size, from_env=_env_int),
+    "keepalive_time": _Field(_positive_duration, _duration),
+    "keepalive_timeout": _Field(_positive_duration, _duration),
+    "max_connection_age": _Field(_non_negative_duration, _duration),
+    "max_connection_age_grace": _Field(_non_negative_duration, _duration),
     "sqlite_synchronous": _Field(_sqlite_synchronous),
 }
 

@@ -6,8 +6,10 @@ import asyncio
 import logging
 
 from journey.clock import Clock
+from journey.domain.errors import Unavailable
 from journey.domain.policy import Policy
 from journey.journal import Journal
+from journey.storage.failures import FAILURES
 from journey.storage.queries import Queries
 
 log = logging.getLogger(__name__)
@@ -15,6 +17,8 @@ log = logging.getLogger(__name__)
 # Sessions expired per transaction: each costs a few statements and a commit whatever its
 # size, so 50,000 visits ending at once take ten commits, not a hundred.
 BATCH = 5000
+# A storage failure, seen directly or as the writer's Unavailable: logged in one line.
+RETRYABLE: tuple[type[BaseException], ...] = (*FAILURES, Unavailable)
 # Sessions opened while the sweeper sleeps may time out sooner than the deadline it
 # slept toward; waking at least this often keeps every timeout within a second.
 MAX_IDLE_SECONDS = 0.5
@@ -55,8 +59,11 @@ class Sweeper:
             try:
                 await self.sweep_once()
                 deadline = await self._queries.next_deadline(self._policy)
-            except Exception:
+            except RETRYABLE as error:
                 # A database that is down must not end timeouts for good: try again soon.
+                log.warning("sweep failed, retrying: %r", error)
+                deadline = None
+            except Exception:
                 log.exception("sweep failed")
                 deadline = None
             wait = MAX_IDLE_SECONDS

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -51,16 +51,7 @@ class Harness:
 
     async def all_events(self) -> list[pb.SystemEvent]:
         """Every stored system event, via ListSystemEvents."""
-        out: list[pb.SystemEvent] = []
-        token = ""
-        while True:
-            page = await self.events.ListSystemEvents(
-                pb.ListSystemEventsRequest(page_size=1000, page_token=token)
-            )
-            out.extend(page.system_events)
-            token = page.next_page_token
-            if not token:
-                return out
+        return await all_events(self.events)
 
 
 @asynccontextmanager
@@ -80,6 +71,29 @@ async def serving(settings: Settings, *, clock: Clock | None = None) -> AsyncIte
             )
     finally:
         await server.stop(1.0)
+
+
+async def all_events(events: pb.SystemEventServiceAsyncStub) -> list[pb.SystemEvent]:
+    """Every stored system event, page by page through ListSystemEvents."""
+    out: list[pb.SystemEvent] = []
+    token = ""
+    while True:
+        page = await events.ListSystemEvents(
+            pb.ListSystemEventsRequest(page_size=1000, page_token=token)
+        )
+        out.extend(page.system_events)
+        token = page.next_page_token
+        if not token:
+            return out
+
+
+async def status_of(call: Awaitable[Any]) -> grpc.StatusCode:
+    """The status code a call ends with (OK if it succeeds)."""
+    try:
+        await call
+    except grpc.aio.AioRpcError as error:
+        return error.code()
+    return grpc.StatusCode.OK
 
 
 def types_of(events: Sequence[pb.SystemEvent]) -> list[int]:

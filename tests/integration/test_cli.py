@@ -1,4 +1,4 @@
-"""The `journey serve` process: configuration errors, the startup log line, graceful signals."""
+"""The `journey` command: serve (config errors, startup line, signals) and the client commands."""
 
 from __future__ import annotations
 
@@ -14,7 +14,10 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from journey_client import pb
+from journey_client import JourneyClient, pb
+from tests.clients.server_process import journey_serve
+from tests.conftest import SettingsFactory
+from tests.integration.harness import serving
 
 pytestmark = pytest.mark.slow
 
@@ -146,3 +149,129 @@ async def test_an_unreachable_database_stops_serve_without_showing_its_password(
     )
     assert "s3cret" not in output
     assert "Traceback" not in output
+
+
+# The client commands, against an in-process server (or a real `journey serve` to restart).
+
+
+async def client_cli(port: int, *args: str) -> tuple[int, str, str]:
+    """Run a client command against 127.0.0.1:port; returns the exit code, stdout, stderr."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "journey.cli", *args, "--server", f"127.0.0.1:{port}",
+        env=CLEAN_ENV, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    async with asyncio.timeout(30):
+        out, err = await process.communicate()
+    assert process.returncode is not None
+    return process.returncode, out.decode(), err.decode()
+
+
+async def test_client_commands_print_json(make_settings: SettingsFactory) -> None:
+    async with serving(make_settings()) as harness:
+        port = harness.port
+        code, out, err = await client_cli(
+            port, "track", "--source", "web", "--profile", "alice", "--type", "page-view",
+            "--type", "click", "--properties", '{"url": "/pricing"}',
+        )  # fmt: skip
+        assert code == 0, err
+        tracked = json.loads(out)
+        assert tracked["profileId"] == "alice"
+        assert len(tracked["eventIds"]) == 2
+        session_id = tracked["sessionId"]
+
+        code, out, _ = await client_cli(port, "session", "get", session_id)
+        assert (code, json.loads(out)["eventCount"]) == (0, "2")
+        code, out, _ = await client_cli(port, "profile", "get", "alice")
+        assert (code, json.loads(out)["visitCount"]) == (0, 1)
+        code, out, _ = await client_cli(port, "settings")
+        assert "SYSTEM_EVENT_TYPE_VISIT_ENDED" in json.loads(out)["enabledTypes"]
+        code, out, _ = await client_cli(port, "session", "end", session_id, "--reason", "bye")
+        assert code == 0
+        closed = json.loads(out)["systemEvents"][-1]
+        assert closed["properties"] == {"reason": "bye"}
+
+        code, out, _ = await client_cli(port, "events", "list", "--page-size", "2")
+        lines = [json.loads(line) for line in out.splitlines()]
+        assert [e["position"] for e in lines] == ["1", "2", "3", "4", "5"]
+        code, out, _ = await client_cli(
+            port, "events", "list", "--type", "visit-ended", "--type", "session-closed"
+        )
+        types = [json.loads(line)["type"] for line in out.splitlines()]
+        assert types == ["SYSTEM_EVENT_TYPE_VISIT_ENDED", "SYSTEM_EVENT_TYPE_SESSION_CLOSED"]
+
+
+async def test_client_commands_fail_with_one_line_and_an_exit_code(
+    make_settings: SettingsFactory,
+) -> None:
+    async with serving(make_settings()) as harness:
+        port = harness.port
+        code, out, err = await client_cli(port, "session", "get", "nope")
+        assert (code, out) == (1, "")
+        assert err == f"journey: 127.0.0.1:{port}: NOT_FOUND: session 'nope' does not exist\n"
+        code, _, err = await client_cli(port, "track", "--source", "", "--type", "x")
+        assert code == 1
+        assert err.startswith(f"journey: 127.0.0.1:{port}: INVALID_ARGUMENT: source_id")
+        code, _, err = await client_cli(
+            port, "track", "--source", "web", "--type", "x", "--properties", "{nope"
+        )
+        assert code == 2
+        assert err.startswith("journey: --properties is not JSON")
+        code, _, err = await client_cli(port, "subscribe", "--from", "yesterday")
+        assert code == 2
+        assert "start must be beginning, end or a position" in err
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        code, _, err = await client_cli(closed.getsockname()[1], "settings")
+    assert code == 1
+    assert len(err.splitlines()) == 1
+    assert ": UNAVAILABLE: " in err
+
+
+@pytest.mark.parametrize("stop_signal", [signal.SIGINT, signal.SIGTERM])
+async def test_subscribe_prints_json_lines_and_exits_0_on_a_signal(
+    make_settings: SettingsFactory, stop_signal: signal.Signals
+) -> None:
+    async with serving(make_settings()) as harness:
+        first = await harness.track(profile_id="alice")
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "journey.cli", "subscribe", "--server",
+            f"127.0.0.1:{harness.port}", "--type", "visit-started", "--from", "beginning",
+            env=CLEAN_ENV, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        assert process.stdout is not None
+        assert process.stderr is not None
+        async with asyncio.timeout(30):
+            line = json.loads(await process.stdout.readline())
+            assert line["sessionId"] == first.session_id
+            second = await harness.track(profile_id="bob")
+            line = json.loads(await process.stdout.readline())
+            assert line["sessionId"] == second.session_id
+            assert line["properties"]["trigger_event_types"] == ["page-view"]
+            process.send_signal(stop_signal)
+            rest, err = await process.communicate()
+    assert process.returncode == 0
+    assert rest == b""
+    assert b"Traceback" not in err
+
+
+async def test_subscribe_resumes_across_a_server_restart(database_url: str, tmp_path: Path) -> None:
+    async with journey_serve(database_url, tmp_path, heartbeat_interval="200ms") as server:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "journey.cli", "subscribe", "--server", server.address,
+            "--from", "beginning", env=CLEAN_ENV, stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        assert process.stdout is not None
+        async with JourneyClient(server.address) as client, asyncio.timeout(60):
+            await client.track("web", ["page-view"], profile_id="alice")
+            before = [json.loads(await process.stdout.readline()) for _ in range(3)]
+            assert await server.stop() == 0
+            await server.start()
+            await client.track("web", ["page-view"], profile_id="bob")
+            after = [json.loads(await process.stdout.readline()) for _ in range(3)]
+            process.send_signal(signal.SIGINT)
+            rest, err = await process.communicate()
+    assert process.returncode == 0
+    assert rest == b""
+    assert [int(e["position"]) for e in before + after] == [1, 2, 3, 4, 5, 6]
+    assert b"resuming after position 3" in err

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from journey.config import ConfigError, Settings, Source, load_settings, parse_duration
+from journey.config import ApiKey, ConfigError, Settings, Source, load_settings, parse_duration
 from journey.domain.model import SystemEventType
 
 EXAMPLE = """\
@@ -489,6 +489,17 @@ def test_describe_example(tmp_path: Path) -> None:
         "live_buffer_size": 10000,
         "shutdown_grace": "1500ms",
         "log_level": "INFO",
+        "api_keys": [],
+        "tls_cert_file": "",
+        "tls_key_file": "",
+        "tls_client_ca_file": "",
+        "max_subscribers": 1000,
+        "max_receive_message_size": 4 * 1024 * 1024,
+        "max_send_message_size": 128 * 1024 * 1024,
+        "keepalive_time": "2h",
+        "keepalive_timeout": "20s",
+        "max_connection_age": "0s",
+        "max_connection_age_grace": "0s",
         "sqlite_synchronous": "NORMAL",
     }
 
@@ -515,3 +526,93 @@ def test_describe_masks_database_password(url: str, shown: str) -> None:
     described = Settings(database_url=url).describe()
     assert described["database_url"] == shown
     assert "s3cret" not in str(described)
+
+
+# API keys, TLS files and limits.
+
+DIGEST = "ab" * 32
+
+
+def test_api_keys_are_read_with_their_roles(tmp_path: Path) -> None:
+    settings = load_text(
+        tmp_path,
+        f'[[api_keys]]\nsha256 = "{DIGEST.upper()}"\nroles = ["tracker", "subscriber"]\n'
+        f'[[api_keys]]\nsha256 = "{"cd" * 32}"\nroles = ["admin"]\n',
+    )
+    assert settings.api_keys == (
+        ApiKey(DIGEST, frozenset({"tracker", "subscriber"})),
+        ApiKey("cd" * 32, frozenset({"admin"})),
+    )
+    described = settings.describe()["api_keys"]
+    assert described == [["subscriber", "tracker"], ["admin"]]
+    assert DIGEST not in str(settings.describe())
+
+
+@pytest.mark.parametrize(
+    ("entry", "message"),
+    [
+        ('sha256 = "my-secret-key"\nroles = ["admin"]', r"api_keys\[0\]\.sha256: expected the 64"),
+        (f'sha256 = "{DIGEST}"\nroles = []', r"api_keys\[0\]\.roles: expected a non-empty"),
+        (f'sha256 = "{DIGEST}"\nroles = ["root"]', r"api_keys\[0\]\.roles: unknown role 'root'"),
+        (f'sha256 = "{DIGEST}"\nroles = "admin"', r"api_keys\[0\]\.roles: expected an array"),
+        (f'sha256 = "{DIGEST}"\nroles = [1]', r"api_keys\[0\]\.roles: expected role names"),
+        (f'sha256 = "{DIGEST}"', r"api_keys\[0\]\.roles: missing"),
+        ('roles = ["admin"]', r"api_keys\[0\]\.sha256: missing"),
+        (f'sha256 = "{DIGEST}"\nroles = ["admin"]\nkey = "x"', r"api_keys\[0\]\.key: unknown"),
+    ],
+)
+def test_bad_api_keys_are_named(tmp_path: Path, entry: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message) as raised:
+        load_text(tmp_path, f"[[api_keys]]\n{entry}\n")
+    assert "my-secret-key" not in str(raised.value)
+
+
+def test_duplicate_api_key_digests_are_refused(tmp_path: Path) -> None:
+    entry = f'[[api_keys]]\nsha256 = "{DIGEST}"\nroles = ["admin"]\n'
+    with pytest.raises(ConfigError, match=r"api_keys\[1\]\.sha256: duplicate sha256"):
+        load_text(tmp_path, entry * 2)
+
+
+def test_api_keys_from_the_environment(tmp_path: Path) -> None:
+    environ = {"JOURNEY_API_KEYS": f'[{{ sha256 = "{DIGEST}", roles = ["tracker"] }}]'}
+    settings = load_text(tmp_path, "", environ)
+    assert settings.api_keys == (ApiKey(DIGEST, frozenset({"tracker"})),)
+
+
+def test_tls_files_must_come_as_cert_and_key(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"^tls_cert_file, tls_key_file: set both"):
+        load_text(tmp_path, 'tls_cert_file = "server.pem"')
+    with pytest.raises(ConfigError, match=r"^tls_client_ca_file: client certificates need TLS"):
+        load_text(tmp_path, 'tls_client_ca_file = "ca.pem"')
+    settings = load_text(
+        tmp_path,
+        'tls_cert_file = "s.pem"\ntls_key_file = "s.key"\ntls_client_ca_file = "ca.pem"',
+    )
+    assert (settings.tls_cert_file, settings.tls_key_file, settings.tls_client_ca_file) == (
+        "s.pem",
+        "s.key",
+        "ca.pem",
+    )
+
+
+def test_limits_are_read_and_checked(tmp_path: Path) -> None:
+    settings = load_text(
+        tmp_path,
+        "max_subscribers = 5\nmax_receive_message_size = 1024\nmax_send_message_size = 2048\n"
+        'keepalive_time = "1m"\nkeepalive_timeout = "5s"\n'
+        'max_connection_age = "1h"\nmax_connection_age_grace = "30s"\n',
+        {"JOURNEY_MAX_SUBSCRIBERS": "7"},
+    )
+    assert settings.max_subscribers == 7
+    assert settings.max_receive_message_size == 1024
+    assert settings.max_send_message_size == 2048
+    assert settings.keepalive_time == timedelta(minutes=1)
+    assert settings.keepalive_timeout == timedelta(seconds=5)
+    assert settings.max_connection_age == timedelta(hours=1)
+    assert settings.max_connection_age_grace == timedelta(seconds=30)
+    with pytest.raises(ConfigError, match=r"^max_subscribers: must be at least 1, got 0$"):
+        load_text(tmp_path, "max_subscribers = 0")
+    with pytest.raises(ConfigError, match=r"^max_send_message_size: must be at most"):
+        load_text(tmp_path, f"max_send_message_size = {2**31}")
+    with pytest.raises(ConfigError, match=r"^keepalive_time: must be greater than 0"):
+        load_text(tmp_path, "keepalive_time = 0")

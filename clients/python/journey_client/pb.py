@@ -147,3 +147,14 @@ if TYPE_CHECKING:
     from journey_client._gen.journey.v1.tracker_service_pb2_grpc import (
         TrackerServiceAsyncStub as TrackerServiceAsyncStub,
     )
+
+
+def commented_descriptors() -> dict[str, bytes]:
+    """Each journey.v1 file's serialized FileDescriptorProto, with the .proto comments kept."""
+    from importlib import resources
+
+    from google.protobuf import descriptor_pb2
+
+    data = resources.files("journey_client._gen").joinpath("journey_v1.binpb").read_bytes()
+    files = descriptor_pb2.FileDescriptorSet.FromString(data).file
+    return {f.name: f.SerializeToString() for f in files}

@@ -1,4 +1,4 @@
-"""Cross-cutting concerns applied to every RPC: logging, error mapping, admission, validation."""
+"""Cross-cutting concerns applied to every RPC: logging, errors, auth, admission, validation."""
 
 from __future__ import annotations
 
@@ -6,13 +6,22 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any, TypeAlias, cast
 
 import grpc
+from google.protobuf.message import DecodeError
 
 from journey.api.errors import abort
 from journey.api.validation import VALIDATORS
-from journey.domain.errors import InvalidArgument, JourneyError, Unavailable
+from journey.auth import KeyRing
+from journey.domain.errors import (
+    FieldViolation,
+    InvalidArgument,
+    JourneyError,
+    ResourceExhausted,
+    Unavailable,
+)
 
 log = logging.getLogger("journey.rpc")
 
@@ -20,6 +29,7 @@ Context = grpc.aio.ServicerContext[Any, Any]
 UnaryCall = Callable[[Any, Context], Awaitable[Any]]
 StreamCall = Callable[[Any, Context], AsyncIterator[Any]]
 Handler: TypeAlias = "grpc.RpcMethodHandler[Any, Any]"
+Deserializer = Callable[[bytes], Any]
 
 OUR_PACKAGE = "/journey.v1."
 
@@ -41,6 +51,7 @@ class MethodInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
         # these wrappers do not speak); only Journey's methods are wrapped.
         if handler is None or not method.startswith(OUR_PACKAGE):
             return cast("Handler | None", handler)
+        deserializer = self.deserializer(handler.request_deserializer)
         if handler.unary_unary is not None:
             unary: UnaryCall = handler.unary_unary
 
@@ -48,7 +59,7 @@ class MethodInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
                 return await self.unary(method, request, context, unary)
 
             return grpc.unary_unary_rpc_method_handler(
-                unary_behaviour, handler.request_deserializer, handler.response_serializer
+                unary_behaviour, deserializer, handler.response_serializer
             )
         if handler.unary_stream is not None:
             stream: StreamCall = handler.unary_stream
@@ -59,9 +70,13 @@ class MethodInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
                     yield response
 
             return grpc.unary_stream_rpc_method_handler(
-                stream_behaviour, handler.request_deserializer, handler.response_serializer
+                stream_behaviour, deserializer, handler.response_serializer
             )
         return cast(Handler, handler)
+
+    def deserializer(self, inner: Deserializer) -> Deserializer:
+        """How the request's bytes become a message; by default, as the method says."""
+        return inner
 
     async def unary(self, method: str, request: Any, context: Context, call: UnaryCall) -> Any:
         """Around a unary call; by default, just the call."""
@@ -149,6 +164,67 @@ class ErrorInterceptor(MethodInterceptor):
         await context.abort(grpc.StatusCode.INTERNAL, "internal error")
 
 
+class CheckingInterceptor(MethodInterceptor):
+    """Runs a check before the call starts; the check raises to refuse it."""
+
+    def check(self, method: str, request: Any, context: Context) -> None:
+        """Raise a JourneyError to refuse the call."""
+
+    async def unary(self, method: str, request: Any, context: Context, call: UnaryCall) -> Any:
+        """Check, then call."""
+        self.check(method, request, context)
+        return await call(request, context)
+
+    async def stream(
+        self, method: str, request: Any, context: Context, call: StreamCall
+    ) -> AsyncIterator[Any]:
+        """Check, then stream."""
+        self.check(method, request, context)
+        async for response in call(request, context):
+            yield response
+
+
+class AuthInterceptor(CheckingInterceptor):
+    """Lets a Journey call through only with an API key that has the method's role.
+
+    Health and reflection are not wrapped (see MethodInterceptor), so they stay open.
+    """
+
+    def __init__(self, keys: KeyRing) -> None:
+        self._keys = keys
+
+    def check(self, method: str, request: Any, context: Context) -> None:
+        """Raise unless the call's key has the method's role."""
+        # Metadata keys arrive lower-cased; the key itself is never logged.
+        metadata = context.invocation_metadata() or ()
+        values = [v for k, v in metadata if k == "authorization"]
+        value = values[0] if len(values) == 1 else None
+        self._keys.check(method, value if isinstance(value, str) else None)
+
+
+class SubscriberLimitInterceptor(MethodInterceptor):
+    """Refuses a Subscribe with RESOURCE_EXHAUSTED while `limit` subscriptions are open."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.open = 0
+
+    async def stream(
+        self, method: str, request: Any, context: Context, call: StreamCall
+    ) -> AsyncIterator[Any]:
+        """Count the stream while it runs."""
+        if self.open >= self.limit:
+            raise ResourceExhausted(
+                f"the server already serves max_subscribers ({self.limit}) subscriptions"
+            )
+        self.open += 1
+        try:
+            async for response in call(request, context):
+                yield response
+        finally:
+            self.open -= 1
+
+
 class AdmissionInterceptor(MethodInterceptor):
     """Counts running Journey calls, and refuses new ones with UNAVAILABLE once closed.
 
@@ -214,24 +290,33 @@ class AdmissionInterceptor(MethodInterceptor):
             self._leave()
 
 
-class ValidationInterceptor(MethodInterceptor):
+@dataclass(frozen=True)
+class Undecodable:
+    """Request bytes that are not a valid message (bad UTF-8, corrupt wire, nesting too deep)."""
+
+    error: str
+
+
+class ValidationInterceptor(CheckingInterceptor):
     """Checks each request against its method's validator before the servicer sees it."""
 
-    @staticmethod
-    def _check(method: str, request: Any) -> None:
+    def deserializer(self, inner: Deserializer) -> Deserializer:
+        """Keep an undecodable request as Undecodable: grpc itself would answer it UNKNOWN."""
+
+        def lenient(data: bytes) -> Any:
+            try:
+                return inner(data)
+            except DecodeError as error:
+                return Undecodable(str(error))
+
+        return lenient
+
+    def check(self, method: str, request: Any, context: Context) -> None:
+        """Raise InvalidArgument listing every bad field."""
+        if isinstance(request, Undecodable):
+            raise InvalidArgument(
+                [FieldViolation("request", f"cannot be decoded: {request.error}")]
+            )
         validator = VALIDATORS.get(method)
         if validator is not None and (violations := validator(request)):
             raise InvalidArgument(violations)
-
-    async def unary(self, method: str, request: Any, context: Context, call: UnaryCall) -> Any:
-        """Validate, then call."""
-        self._check(method, request)
-        return await call(request, context)
-
-    async def stream(
-        self, method: str, request: Any, context: Context, call: StreamCall
-    ) -> AsyncIterator[Any]:
-        """Validate, then stream."""
-        self._check(method, request)
-        async for response in call(request, context):
-            yield response

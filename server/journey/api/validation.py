@@ -29,6 +29,9 @@ def _id(out: Violations, field: str, value: str, *, required: bool = False) -> N
         out.append(FieldViolation(field, "is required"))
     elif len(value) > MAX_ID:
         out.append(FieldViolation(field, f"is {len(value)} characters; at most {MAX_ID} allowed"))
+    elif "\x00" in value:
+        # PostgreSQL text cannot hold it; refused on every database alike.
+        out.append(FieldViolation(field, "contains a NUL character"))
 
 
 def _time(out: Violations, field: str, message: Timestamp) -> None:

@@ -57,3 +57,21 @@ class Unavailable(JourneyError):
     """The server cannot take the call now (shutting down, storage failing); retry later."""
 
     code = "UNAVAILABLE"
+
+
+class Unauthenticated(JourneyError):
+    """The call carries no API key, or one the server does not know."""
+
+    code = "UNAUTHENTICATED"
+
+
+class PermissionDenied(JourneyError):
+    """The API key is known but lacks the role the call needs."""
+
+    code = "PERMISSION_DENIED"
+
+
+class ResourceExhausted(JourneyError):
+    """A configured limit is reached, e.g. max_subscribers; retry later."""
+
+    code = "RESOURCE_EXHAUSTED"

@@ -60,7 +60,11 @@ async def open_database(url: str, *, sqlite_synchronous: str = "NORMAL") -> Data
     """Connect, create the tables that are missing, and return the database."""
     kwargs: dict[str, Any] = {}
     if make_url(url).get_backend_name() == "postgresql":
-        kwargs.update(pool_size=10, max_overflow=10, pool_pre_ping=True)
+        # A database that does not answer must fail calls with UNAVAILABLE in seconds, not
+        # hold them for asyncpg's default minute.
+        kwargs.update(
+            pool_size=10, max_overflow=10, pool_pre_ping=True, connect_args={"timeout": 5}
+        )
     engine = create_async_engine(url, **kwargs)
     if engine.dialect.name == "sqlite":
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas(sqlite_synchronous))

@@ -8,6 +8,7 @@ from journey.domain.model import Profile, Session, SessionState, SystemEvent, Sy
 from journey.domain.policy import Policy
 from journey.storage import statements
 from journey.storage.database import Database
+from journey.storage.failures import as_unavailable
 from journey.storage.records import profile_from_row, session_from_row, system_event_from_row
 
 
@@ -17,16 +18,21 @@ class Queries:
     def __init__(self, database: Database) -> None:
         self._database = database
 
+    # The reads that answer calls raise a storage failure as Unavailable; the sweeper's
+    # reads just retry on its next round.
+
     async def session(self, session_id: str) -> Session | None:
         """The session with this id, if stored."""
-        async with self._database.sessions() as s:
-            row = (await s.execute(statements.session_by_id(session_id))).first()
+        with as_unavailable():
+            async with self._database.sessions() as s:
+                row = (await s.execute(statements.session_by_id(session_id))).first()
         return session_from_row(row) if row is not None else None
 
     async def profile(self, profile_id: str) -> Profile | None:
         """The profile with this id, if stored."""
-        async with self._database.sessions() as s:
-            row = (await s.execute(statements.profile_by_id(profile_id))).first()
+        with as_unavailable():
+            async with self._database.sessions() as s:
+                row = (await s.execute(statements.profile_by_id(profile_id))).first()
         return profile_from_row(row) if row is not None else None
 
     async def system_events(
@@ -43,8 +49,9 @@ class Queries:
         query = statements.system_events_page(
             event_filter, after, limit, up_to, start_time, end_time
         )
-        async with self._database.sessions() as s:
-            rows = (await s.execute(query)).all()
+        with as_unavailable():
+            async with self._database.sessions() as s:
+                rows = (await s.execute(query)).all()
         return [system_event_from_row(row) for row in rows]
 
     async def due_sessions(self, now: datetime, policy: Policy, limit: int) -> list[str]:

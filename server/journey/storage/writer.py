@@ -9,11 +9,11 @@ from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
 from sqlalchemy import func, select
-from sqlalchemy.exc import DBAPIError
 
 from journey.domain.errors import JourneyError, Unavailable
 from journey.domain.model import SystemEvent
 from journey.storage.database import Database
+from journey.storage.failures import FAILURES, is_outage, unavailable
 from journey.storage.schema import SystemEventRow
 from journey.storage.unit_of_work import Keys, UnitOfWork
 
@@ -55,6 +55,9 @@ class Writer:
         self._task: asyncio.Task[None] | None = None
         self._closing = False
         self._position = 0
+        # After a failed transaction: the connection may have died during COMMIT, so whether
+        # it committed is unknown; the next transaction reads the last position again.
+        self._uncertain = False
 
     @property
     def last_position(self) -> int:
@@ -114,13 +117,21 @@ class Writer:
                     item.future.set_exception(Unavailable("the server is shutting down"))
 
     async def _commit(self, batch: list[_Item[Any]]) -> None:
-        if await self._attempt(batch) or len(batch) == 1:
+        failure = await self._attempt(batch)
+        if failure is None or len(batch) == 1:
+            return
+        if is_outage(failure):
+            # The database is down, locked or full: every call would fail the same way, one
+            # connect or lock timeout each. Fail them all now; each is retryable.
+            for item in batch:
+                _settle(item, None, unavailable(failure))
             return
         # One bad call must not sink the others: retry each on its own.
         for item in batch:
             await self._attempt([item])
 
-    async def _attempt(self, batch: list[_Item[Any]]) -> bool:
+    async def _attempt(self, batch: list[_Item[Any]]) -> BaseException | None:
+        """Run the batch in one transaction; None if it committed, else what failed it."""
         start = self._position
 
         def next_position() -> int:
@@ -130,6 +141,10 @@ class Writer:
         results: list[tuple[_Item[Any], Any, BaseException | None]] = []
         try:
             async with self._database.sessions() as session, session.begin():
+                if self._uncertain:
+                    last = await session.scalar(select(func.max(SystemEventRow.position)))
+                    start = self._position = int(last or 0)
+                    self._uncertain = False
                 uow = UnitOfWork(session, next_position)
                 await uow.preload(Keys.union(i.keys for i in batch))
                 for item in batch:
@@ -143,15 +158,12 @@ class Writer:
                 await uow.flush()
         except Exception as failed:
             self._position = start
+            storage_failed = isinstance(failed, FAILURES)
+            self._uncertain = self._uncertain or storage_failed
             if len(batch) == 1:
                 log.warning("commit failed: %r", failed)
-                failure = (
-                    Unavailable(f"storage is unavailable: {type(failed).__name__}")
-                    if isinstance(failed, DBAPIError | OSError)
-                    else failed
-                )
-                _settle(batch[0], None, failure)
-            return False
+                _settle(batch[0], None, unavailable(failed) if storage_failed else failed)
+            return failed
         if uow.appended:
             try:
                 self._on_commit(uow.appended)
@@ -161,7 +173,7 @@ class Writer:
                 log.exception("publishing positions %d..%d failed", start + 1, self._position)
         for item, result, refusal in results:
             _settle(item, result, refusal)
-        return True
+        return None
 
 
 def _settle(item: _Item[Any], result: Any, error: BaseException | None) -> None:

@@ -25,17 +25,17 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18journey/v1/session.proto\x12\njourney.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xa6\x02\n\x07Session\x12\n\n\x02id\x18\x01 \x01(\t\x12\x12\n\nprofile_id\x18\x02 \x01(\t\x12\x11\n\tsource_id\x18\x03 \x01(\t\x12\'\n\x05state\x18\x04 \x01(\x0e\x32\x18.journey.v1.SessionState\x12-\n\topen_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x36\n\x12last_activity_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nclose_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0b\x65vent_count\x18\x08 \x01(\x04\x12\x13\n\x0bvisit_count\x18\t \x01(\r\"\xaa\x01\n\x07Profile\x12\n\n\x02id\x18\x01 \x01(\t\x12/\n\x0b\x63reate_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x36\n\x12last_activity_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0bvisit_count\x18\x04 \x01(\r\x12\x15\n\rsession_count\x18\x05 \x01(\r*y\n\x0cSessionState\x12\x1d\n\x19SESSION_STATE_UNSPECIFIED\x10\x00\x12\x18\n\x14SESSION_STATE_ACTIVE\x10\x01\x12\x16\n\x12SESSION_STATE_IDLE\x10\x02\x12\x18\n\x14SESSION_STATE_CLOSED\x10\x03\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18journey/v1/session.proto\x12\njourney.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x85\x03\n\x07Session\x12\x0e\n\x02id\x18\x01 \x01(\tR\x02id\x12\x1d\n\nprofile_id\x18\x02 \x01(\tR\tprofileId\x12\x1b\n\tsource_id\x18\x03 \x01(\tR\x08sourceId\x12.\n\x05state\x18\x04 \x01(\x0e\x32\x18.journey.v1.SessionStateR\x05state\x12\x37\n\topen_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\x08openTime\x12H\n\x12last_activity_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\x10lastActivityTime\x12\x39\n\nclose_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\tcloseTime\x12\x1f\n\x0b\x65vent_count\x18\x08 \x01(\x04R\neventCount\x12\x1f\n\x0bvisit_count\x18\t \x01(\rR\nvisitCount\"\xe6\x01\n\x07Profile\x12\x0e\n\x02id\x18\x01 \x01(\tR\x02id\x12;\n\x0b\x63reate_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\ncreateTime\x12H\n\x12last_activity_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\x10lastActivityTime\x12\x1f\n\x0bvisit_count\x18\x04 \x01(\rR\nvisitCount\x12#\n\rsession_count\x18\x05 \x01(\rR\x0csessionCount*y\n\x0cSessionState\x12\x1d\n\x19SESSION_STATE_UNSPECIFIED\x10\x00\x12\x18\n\x14SESSION_STATE_ACTIVE\x10\x01\x12\x16\n\x12SESSION_STATE_IDLE\x10\x02\x12\x18\n\x14SESSION_STATE_CLOSED\x10\x03\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'journey.v1.session_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_SESSIONSTATE']._serialized_start=543
-  _globals['_SESSIONSTATE']._serialized_end=664
+  _globals['_SESSIONSTATE']._serialized_start=698
+  _globals['_SESSIONSTATE']._serialized_end=819
   _globals['_SESSION']._serialized_start=74
-  _globals['_SESSION']._serialized_end=368
-  _globals['_PROFILE']._serialized_start=371
-  _globals['_PROFILE']._serialized_end=541
+  _globals['_SESSION']._serialized_end=463
+  _globals['_PROFILE']._serialized_start=466
+  _globals['_PROFILE']._serialized_end=696
 # @@protoc_insertion_point(module_scope)

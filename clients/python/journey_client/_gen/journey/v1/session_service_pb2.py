@@ -26,7 +26,7 @@ from journey_client._gen.journey.v1 import session_pb2 as journey_dot_v1_dot_ses
 from journey_client._gen.journey.v1 import system_event_pb2 as journey_dot_v1_dot_system__event__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n journey/v1/session_service.proto\x12\njourney.v1\x1a\x18journey/v1/session.proto\x1a\x1djourney/v1/system_event.proto\"\'\n\x11GetSessionRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\":\n\x12GetSessionResponse\x12$\n\x07session\x18\x01 \x01(\x0b\x32\x13.journey.v1.Session\"7\n\x11\x45ndSessionRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"j\n\x12\x45ndSessionResponse\x12$\n\x07session\x18\x01 \x01(\x0b\x32\x13.journey.v1.Session\x12.\n\rsystem_events\x18\x02 \x03(\x0b\x32\x17.journey.v1.SystemEvent\"\'\n\x11GetProfileRequest\x12\x12\n\nprofile_id\x18\x01 \x01(\t\":\n\x12GetProfileResponse\x12$\n\x07profile\x18\x01 \x01(\x0b\x32\x13.journey.v1.Profile2\xf7\x01\n\x0eSessionService\x12K\n\nGetSession\x12\x1d.journey.v1.GetSessionRequest\x1a\x1e.journey.v1.GetSessionResponse\x12K\n\nEndSession\x12\x1d.journey.v1.EndSessionRequest\x1a\x1e.journey.v1.EndSessionResponse\x12K\n\nGetProfile\x12\x1d.journey.v1.GetProfileRequest\x1a\x1e.journey.v1.GetProfileResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n journey/v1/session_service.proto\x12\njourney.v1\x1a\x18journey/v1/session.proto\x1a\x1djourney/v1/system_event.proto\"2\n\x11GetSessionRequest\x12\x1d\n\nsession_id\x18\x01 \x01(\tR\tsessionId\"C\n\x12GetSessionResponse\x12-\n\x07session\x18\x01 \x01(\x0b\x32\x13.journey.v1.SessionR\x07session\"J\n\x11\x45ndSessionRequest\x12\x1d\n\nsession_id\x18\x01 \x01(\tR\tsessionId\x12\x16\n\x06reason\x18\x02 \x01(\tR\x06reason\"\x81\x01\n\x12\x45ndSessionResponse\x12-\n\x07session\x18\x01 \x01(\x0b\x32\x13.journey.v1.SessionR\x07session\x12<\n\rsystem_events\x18\x02 \x03(\x0b\x32\x17.journey.v1.SystemEventR\x0csystemEvents\"2\n\x11GetProfileRequest\x12\x1d\n\nprofile_id\x18\x01 \x01(\tR\tprofileId\"C\n\x12GetProfileResponse\x12-\n\x07profile\x18\x01 \x01(\x0b\x32\x13.journey.v1.ProfileR\x07profile2\xf7\x01\n\x0eSessionService\x12K\n\nGetSession\x12\x1d.journey.v1.GetSessionRequest\x1a\x1e.journey.v1.GetSessionResponse\x12K\n\nEndSession\x12\x1d.journey.v1.EndSessionRequest\x1a\x1e.journey.v1.EndSessionResponse\x12K\n\nGetProfile\x12\x1d.journey.v1.GetProfileRequest\x1a\x1e.journey.v1.GetProfileResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,17 +34,17 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'journey.v1.session_service_
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_GETSESSIONREQUEST']._serialized_start=105
-  _globals['_GETSESSIONREQUEST']._serialized_end=144
-  _globals['_GETSESSIONRESPONSE']._serialized_start=146
-  _globals['_GETSESSIONRESPONSE']._serialized_end=204
-  _globals['_ENDSESSIONREQUEST']._serialized_start=206
-  _globals['_ENDSESSIONREQUEST']._serialized_end=261
-  _globals['_ENDSESSIONRESPONSE']._serialized_start=263
-  _globals['_ENDSESSIONRESPONSE']._serialized_end=369
-  _globals['_GETPROFILEREQUEST']._serialized_start=371
-  _globals['_GETPROFILEREQUEST']._serialized_end=410
-  _globals['_GETPROFILERESPONSE']._serialized_start=412
-  _globals['_GETPROFILERESPONSE']._serialized_end=470
-  _globals['_SESSIONSERVICE']._serialized_start=473
-  _globals['_SESSIONSERVICE']._serialized_end=720
+  _globals['_GETSESSIONREQUEST']._serialized_end=155
+  _globals['_GETSESSIONRESPONSE']._serialized_start=157
+  _globals['_GETSESSIONRESPONSE']._serialized_end=224
+  _globals['_ENDSESSIONREQUEST']._serialized_start=226
+  _globals['_ENDSESSIONREQUEST']._serialized_end=300
+  _globals['_ENDSESSIONRESPONSE']._serialized_start=303
+  _globals['_ENDSESSIONRESPONSE']._serialized_end=432
+  _globals['_GETPROFILEREQUEST']._serialized_start=434
+  _globals['_GETPROFILEREQUEST']._serialized_end=484
+  _globals['_GETPROFILERESPONSE']._serialized_start=486
+  _globals['_GETPROFILERESPONSE']._serialized_end=553
+  _globals['_SESSIONSERVICE']._serialized_start=556
+  _globals['_SESSIONSERVICE']._serialized_end=803
 # @@protoc_insertion_point(module_scope)

@@ -26,7 +26,7 @@ from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb
 from journey_client._gen.journey.v1 import system_event_pb2 as journey_dot_v1_dot_system__event__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!journey/v1/settings_service.proto\x12\njourney.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1djourney/v1/system_event.proto\"\x14\n\x12GetSettingsRequest\"\xfa\x01\n\x13GetSettingsResponse\x12\x32\n\renabled_types\x18\x01 \x03(\x0e\x32\x1b.journey.v1.SystemEventType\x12\x30\n\rvisit_timeout\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x32\n\x0fsession_timeout\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x35\n\x12heartbeat_interval\x18\x04 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x12\n\nsource_ids\x18\x05 \x03(\t2a\n\x0fSettingsService\x12N\n\x0bGetSettings\x12\x1e.journey.v1.GetSettingsRequest\x1a\x1f.journey.v1.GetSettingsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!journey/v1/settings_service.proto\x12\njourney.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1djourney/v1/system_event.proto\"\x14\n\x12GetSettingsRequest\"\xc4\x02\n\x13GetSettingsResponse\x12@\n\renabled_types\x18\x01 \x03(\x0e\x32\x1b.journey.v1.SystemEventTypeR\x0c\x65nabledTypes\x12>\n\rvisit_timeout\x18\x02 \x01(\x0b\x32\x19.google.protobuf.DurationR\x0cvisitTimeout\x12\x42\n\x0fsession_timeout\x18\x03 \x01(\x0b\x32\x19.google.protobuf.DurationR\x0esessionTimeout\x12H\n\x12heartbeat_interval\x18\x04 \x01(\x0b\x32\x19.google.protobuf.DurationR\x11heartbeatInterval\x12\x1d\n\nsource_ids\x18\x05 \x03(\tR\tsourceIds2a\n\x0fSettingsService\x12N\n\x0bGetSettings\x12\x1e.journey.v1.GetSettingsRequest\x1a\x1f.journey.v1.GetSettingsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,7 +36,7 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_GETSETTINGSREQUEST']._serialized_start=112
   _globals['_GETSETTINGSREQUEST']._serialized_end=132
   _globals['_GETSETTINGSRESPONSE']._serialized_start=135
-  _globals['_GETSETTINGSRESPONSE']._serialized_end=385
-  _globals['_SETTINGSSERVICE']._serialized_start=387
-  _globals['_SETTINGSSERVICE']._serialized_end=484
+  _globals['_GETSETTINGSRESPONSE']._serialized_end=459
+  _globals['_SETTINGSSERVICE']._serialized_start=461
+  _globals['_SETTINGSSERVICE']._serialized_end=558
 # @@protoc_insertion_point(module_scope)

@@ -27,7 +27,7 @@ from journey_client._gen.journey.v1 import system_event_pb2 as journey_dot_v1_do
 from journey_client._gen.journey.v1 import tracked_event_pb2 as journey_dot_v1_dot_tracked__event__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n journey/v1/tracker_service.proto\x12\njourney.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1djourney/v1/system_event.proto\x1a\x1ejourney/v1/tracked_event.proto\"\x9d\x01\n\x0cTrackRequest\x12\x11\n\tsource_id\x18\x01 \x01(\t\x12\x12\n\nprofile_id\x18\x02 \x01(\t\x12\x12\n\nsession_id\x18\x03 \x01(\t\x12(\n\x06\x65vents\x18\x04 \x03(\x0b\x32\x18.journey.v1.TrackedEvent\x12(\n\x07\x63ontext\x18\x05 \x01(\x0b\x32\x17.google.protobuf.Struct\"z\n\rTrackResponse\x12\x12\n\nprofile_id\x18\x01 \x01(\t\x12\x12\n\nsession_id\x18\x02 \x01(\t\x12\x11\n\tevent_ids\x18\x03 \x03(\t\x12.\n\rsystem_events\x18\x04 \x03(\x0b\x32\x17.journey.v1.SystemEvent2N\n\x0eTrackerService\x12<\n\x05Track\x12\x18.journey.v1.TrackRequest\x1a\x19.journey.v1.TrackResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n journey/v1/tracker_service.proto\x12\njourney.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1djourney/v1/system_event.proto\x1a\x1ejourney/v1/tracked_event.proto\"\xce\x01\n\x0cTrackRequest\x12\x1b\n\tsource_id\x18\x01 \x01(\tR\x08sourceId\x12\x1d\n\nprofile_id\x18\x02 \x01(\tR\tprofileId\x12\x1d\n\nsession_id\x18\x03 \x01(\tR\tsessionId\x12\x30\n\x06\x65vents\x18\x04 \x03(\x0b\x32\x18.journey.v1.TrackedEventR\x06\x65vents\x12\x31\n\x07\x63ontext\x18\x05 \x01(\x0b\x32\x17.google.protobuf.StructR\x07\x63ontext\"\xa8\x01\n\rTrackResponse\x12\x1d\n\nprofile_id\x18\x01 \x01(\tR\tprofileId\x12\x1d\n\nsession_id\x18\x02 \x01(\tR\tsessionId\x12\x1b\n\tevent_ids\x18\x03 \x03(\tR\x08\x65ventIds\x12<\n\rsystem_events\x18\x04 \x03(\x0b\x32\x17.journey.v1.SystemEventR\x0csystemEvents2N\n\x0eTrackerService\x12<\n\x05Track\x12\x18.journey.v1.TrackRequest\x1a\x19.journey.v1.TrackResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,9 +35,9 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'journey.v1.tracker_service_
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_TRACKREQUEST']._serialized_start=142
-  _globals['_TRACKREQUEST']._serialized_end=299
-  _globals['_TRACKRESPONSE']._serialized_start=301
-  _globals['_TRACKRESPONSE']._serialized_end=423
-  _globals['_TRACKERSERVICE']._serialized_start=425
-  _globals['_TRACKERSERVICE']._serialized_end=503
+  _globals['_TRACKREQUEST']._serialized_end=348
+  _globals['_TRACKRESPONSE']._serialized_start=351
+  _globals['_TRACKRESPONSE']._serialized_end=519
+  _globals['_TRACKERSERVICE']._serialized_start=521
+  _globals['_TRACKERSERVICE']._serialized_end=599
 # @@protoc_insertion_point(module_scope)

@@ -1,0 +1,50 @@
+// Against a live server (its address in TEST_JOURNEY_ADDRESS, set by tests/clients/test_node.py):
+// tracked events come back as the subscriber's system events. When the test sets them, the client
+// connects with mutual TLS (TEST_JOURNEY_TLS_CA/CERT/KEY) and an API key (TEST_JOURNEY_API_KEY).
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { JourneyClient } from "../src/index.js";
+
+const address = process.env.TEST_JOURNEY_ADDRESS;
+const env = process.env;
+const tls = env.TEST_JOURNEY_TLS_CA
+  ? { rootCa: env.TEST_JOURNEY_TLS_CA, cert: env.TEST_JOURNEY_TLS_CERT, key: env.TEST_JOURNEY_TLS_KEY }
+  : null;
+const apiKey = env.TEST_JOURNEY_API_KEY || null;
+
+test("the subscriber receives the system events that Track caused", { skip: !address }, async () => {
+  const client = new JourneyClient(address, { tls, apiKey });
+  try {
+    const first = await client.track({ sourceId: "node", profileId: "ada", events: ["page-view"] });
+    assert.equal(first.profileId, "ada");
+    assert.deepEqual(
+      first.systemEvents.map((e) => e.type),
+      ["SYSTEM_EVENT_TYPE_PROFILE_CREATED", "SYSTEM_EVENT_TYPE_SESSION_OPENED", "SYSTEM_EVENT_TYPE_VISIT_STARTED"],
+    );
+    // Start after the first call's events, so what follows is exactly the next calls' events.
+    const subscription = client.subscribe({ start: first.systemEvents.at(-1).position, sourceId: "node" });
+    const tracked = [];
+    for (const profileId of ["grace", "linus"]) {
+      tracked.push(
+        await client.track({
+          sourceId: "node",
+          profileId,
+          events: [{ type: "page-view", properties: { url: "/pricing", n: 1 } }],
+        }),
+      );
+    }
+    const want = tracked.flatMap((r) => r.systemEvents);
+    const got = [];
+    for await (const event of subscription) {
+      got.push(event);
+      if (got.length === want.length) break;
+    }
+    assert.deepEqual(got, want);
+    assert.equal(subscription.lastPosition, want.at(-1).position);
+    assert.deepEqual(got.at(-1).properties, { trigger_event_types: ["page-view"], visit_number: 1 });
+    const session = await client.getSession(tracked[0].sessionId);
+    assert.equal(session.eventCount, "1");
+  } finally {
+    client.close();
+  }
+});

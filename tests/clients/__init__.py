@@ -1,0 +1,1 @@
+"""Tests of the clients: Python, CLI, Node.js, grpcurl, and the contract itself."""

@@ -1,0 +1,1 @@
+"""Fault tests: crashes, expiry across a crash, slow readers, churn, shutdown, bad input."""
