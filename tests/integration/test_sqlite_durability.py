@@ -1,4 +1,4 @@
-"""SQLite's synchronous setting: NORMAL by default, FULL when configured, anything else refused."""
+"""SQLite's synchronous setting: FULL by default, NORMAL when configured, anything else refused."""
 
 from __future__ import annotations
 
@@ -30,8 +30,8 @@ async def test_each_connection_runs_in_wal_with_the_configured_synchronous(
     assert (synchronous, journal) == (LEVELS[mode], "wal")
 
 
-def test_the_default_is_normal_and_only_normal_or_full_are_accepted() -> None:
-    assert Settings().sqlite_synchronous == "NORMAL"
-    assert Settings(sqlite_synchronous="full").sqlite_synchronous == "FULL"
+def test_the_default_is_full_and_only_normal_or_full_are_accepted() -> None:
+    assert Settings().sqlite_synchronous == "FULL"
+    assert Settings(sqlite_synchronous="normal").sqlite_synchronous == "NORMAL"
     with pytest.raises(ConfigError, match=r"^sqlite_synchronous: expected one of NORMAL, FULL"):
         Settings(sqlite_synchronous="OFF")

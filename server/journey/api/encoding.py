@@ -55,7 +55,7 @@ class _Registrar:
 
 
 def add_system_event_service(servicer: pb.SystemEventServiceServicer, server: Any) -> None:
-    """Register SystemEventService with Subscribe sending the bytes its servicer yields as is.
+    """Register SystemEventService with Subscribe sending the bytes its servicer writes as they are.
 
     The generated code registers every method (so a method added to the contract is not
     missed); only Subscribe's serializer is replaced: grpc sends a response as it is when the

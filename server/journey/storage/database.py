@@ -56,7 +56,7 @@ def _sqlite_pragmas(synchronous: str) -> Callable[[Any, Any], None]:
     return on_connect
 
 
-async def open_database(url: str, *, sqlite_synchronous: str = "NORMAL") -> Database:
+async def open_database(url: str, *, sqlite_synchronous: str = "FULL") -> Database:
     """Connect, create the tables that are missing, and return the database."""
     kwargs: dict[str, Any] = {}
     if make_url(url).get_backend_name() == "postgresql":
