@@ -174,12 +174,16 @@ async def _received_all(subscriber: Subscriber, ids: set[str]) -> None:
         await subscriber.changed.wait()
 
 
-def _check_exact(subscribers: list[Subscriber], ids: set[str]) -> None:
+async def _finish(subscribers: list[Subscriber], ids: set[str]) -> None:
+    """Wait until every subscriber has `ids`, check it got exactly those, and stop them all."""
+    await _until(subscribers, lambda s: _received_all(s, ids), DRAIN_SECONDS, "drain")
     for s in subscribers:
         if s.received.keys() != ids:
             lost = len(ids - s.received.keys())
             extra = len(s.received.keys() - ids)
             raise WorkloadError(f"a subscriber lost {lost} and got {extra} unexpected events")
+    for s in subscribers:
+        await s.stop()
 
 
 async def fan_out(target: str, subscribers: int, seconds: float, window: int) -> Result:
@@ -208,11 +212,8 @@ async def fan_out(target: str, subscribers: int, seconds: float, window: int) ->
                 produced.update(e.id for e in response.system_events)
 
         await asyncio.gather(*(producer(i) for i in range(4)))
-        await _until(subs, lambda s: _received_all(s, produced), DRAIN_SECONDS, "drain")
+        await _finish(subs, produced)
         end = max(max(s.received.values(), default=start) for s in subs)
-        _check_exact(subs, produced)
-        for s in subs:
-            await s.stop()
     except grpc.aio.AioRpcError as error:
         raise WorkloadError(f"call failed: {error.code().name} {error.details()}") from error
     finally:
@@ -254,10 +255,7 @@ async def live_latency(
         await asyncio.gather(*tasks)
         sent_for = time.perf_counter() - start
         ids = set(replied)
-        await _until(subs, lambda s: _received_all(s, ids), DRAIN_SECONDS, "drain")
-        _check_exact(subs, ids)
-        for s in subs:
-            await s.stop()
+        await _finish(subs, ids)
     except grpc.aio.AioRpcError as error:
         raise WorkloadError(f"call failed: {error.code().name} {error.details()}") from error
     finally:
