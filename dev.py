@@ -1,4 +1,4 @@
-"""The task runner: `python3 dev.py serve|test|lint|ci|generate`, each setting up .venv itself."""
+"""The task runner: `python3 dev.py TASK` (serve, test, lint, ci, generate, bench)."""
 
 from __future__ import annotations
 
@@ -112,10 +112,20 @@ def serve(args: list[str]) -> None:
 
 
 def test(args: list[str]) -> None:
-    """Run the whole test suite (pytest arguments may follow)."""
+    """Run the whole test suite, then `bench --quick`; with pytest arguments, only pytest."""
     setup("dev")
     node_client()
     run(PYTHON, "-m", "pytest", *args)
+    if not args:
+        # Keeps the benchmark working: it fails only if a scenario errors, loses or repeats
+        # events, never because of a figure.
+        bench(["--quick"])
+
+
+def bench(args: list[str]) -> None:
+    """Benchmark Journey beside a storage-free gRPC baseline (--quick, --json PATH, --only 1,3)."""
+    setup("dev")
+    run(PYTHON, "-m", "bench", *args)
 
 
 def lint(_: list[str]) -> None:
@@ -139,12 +149,19 @@ def generate(_: list[str]) -> None:
 
 
 def ci(args: list[str]) -> None:
-    """Everything CI checks: lint, then the test suite."""
+    """Everything CI checks: lint, then the test suite and the quick benchmark."""
     lint([])
     test(args)
 
 
-TASKS = {"serve": serve, "test": test, "lint": lint, "generate": generate, "ci": ci}
+TASKS = {
+    "serve": serve,
+    "test": test,
+    "lint": lint,
+    "generate": generate,
+    "ci": ci,
+    "bench": bench,
+}
 
 
 def main() -> None:

@@ -13,6 +13,7 @@ from grpc_health.v1 import _async as health_aio
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from sqlalchemy.exc import SQLAlchemyError
 
+from journey.api.encoding import add_system_event_service
 from journey.api.interceptors import (
     AdmissionInterceptor,
     AuthInterceptor,
@@ -166,7 +167,9 @@ async def create_server(
     policy = settings.policy()
     credentials = server_credentials(settings)
     try:
-        database = await open_database(settings.database_url)
+        database = await open_database(
+            settings.database_url, sqlite_synchronous=settings.sqlite_synchronous
+        )
     except (OSError, SQLAlchemyError) as error:
         where = settings.describe()["database_url"]
         raise StartupError(f"cannot open the database {where}: {error}") from error
@@ -190,7 +193,7 @@ async def create_server(
             interceptors=_interceptors(settings, admission), options=server_options(settings)
         )
         pb.add_TrackerServiceServicer_to_server(TrackerServicer(journal), server)
-        pb.add_SystemEventServiceServicer_to_server(SystemEventServicer(journal, follow), server)
+        add_system_event_service(SystemEventServicer(journal, follow), server)
         pb.add_SessionServiceServicer_to_server(SessionServicer(journal), server)
         pb.add_SettingsServiceServicer_to_server(SettingsServicer(settings), server)
         health_servicer = health_aio.HealthServicer()

@@ -120,7 +120,9 @@ class Journal:
                     events.extend(uow.apply(outcome))
             return tuple(events)
 
-        return await self._writer.submit(work, Keys(sessions=frozenset(session_ids)))
+        # No keys to preload: the work reads its sessions in one query, and preloading would
+        # also read their profiles, which expiry never needs.
+        return await self._writer.submit(work)
 
     async def session(self, session_id: str) -> Session:
         """A session, or NotFound."""

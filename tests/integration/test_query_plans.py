@@ -25,6 +25,18 @@ CASES: list[tuple[str, Select[object], str, str]] = [
         "sessions_pkey",
     ),
     (
+        "sessions by ids (a group commit's preload, a sweep's batch)",
+        statements.sessions_by_ids(["s1", "s2", "s3"]),
+        "sqlite_autoindex_sessions_1",
+        "sessions_pkey",
+    ),
+    (
+        "profiles by ids (a group commit's preload)",
+        statements.profiles_by_ids(["p1", "p2"]),
+        "sqlite_autoindex_profiles_1",
+        "profiles_pkey",
+    ),
+    (
         "profile by id",
         statements.profile_by_id("p"),
         "sqlite_autoindex_profiles_1",
@@ -37,6 +49,8 @@ CASES: list[tuple[str, Select[object], str, str]] = [
         "ux_tracked_events_source_event",
     ),
     (
+        # The sweeper's deadline lookup: deadline = last activity + the state's timeout, so
+        # "deadline passed" is a range of this index, read oldest first with no sort.
         "due sessions",
         statements.due_sessions(ACTIVE, NOW, 500),
         "ix_sessions_state_activity",

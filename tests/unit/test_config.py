@@ -500,6 +500,7 @@ def test_describe_example(tmp_path: Path) -> None:
         "keepalive_timeout": "20s",
         "max_connection_age": "0s",
         "max_connection_age_grace": "0s",
+        "sqlite_synchronous": "FULL",
     }
 
 

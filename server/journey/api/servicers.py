@@ -8,6 +8,7 @@ from typing import Any
 import grpc
 
 from journey.api import convert, page_token
+from journey.api.encoding import EncodedEvents
 from journey.api.validation import MAX_PAGE_SIZE
 from journey.config import Settings
 from journey.domain.rules import TrackCommand
@@ -20,12 +21,12 @@ from journey.streaming.follow import (
     Delivery,
     FellBehind,
     Follow,
-    StreamItem,
 )
 from journey_client import pb
 
 Context = grpc.aio.ServicerContext[Any, Any]
 DEFAULT_PAGE_SIZE = 100
+_NOTHING: tuple[pb.SubscribeResponse, ...] = ()
 
 
 class TrackerServicer(pb.TrackerServiceServicer):
@@ -58,11 +59,18 @@ class SystemEventServicer(pb.SystemEventServiceServicer):
     def __init__(self, journal: Journal, follow: Follow) -> None:
         self._journal = journal
         self._follow = follow
+        self._encoded = EncodedEvents()
 
     async def Subscribe(
         self, request: pb.SubscribeRequest, context: Context
     ) -> AsyncIterator[pb.SubscribeResponse]:
-        """Stream system events: replay, then live."""
+        """Stream system events: replay, then live.
+
+        Each event is serialized once for all subscribers, and the bytes are written here:
+        encoding.add_system_event_service registers this method to send them as they are.
+        Writing rather than yielding also spares every message a trip through each
+        interceptor's wrapping generator; those see the stream begin and end, as before.
+        """
         start: str | int = END
         match request.WhichOneof("start"):
             case "beginning":
@@ -71,7 +79,14 @@ class SystemEventServicer(pb.SystemEventServiceServicer):
                 start = request.after_position
         stream = self._follow.stream(convert.event_filter(request.filter), start)
         async for item in stream:
-            yield _subscribe_response(item)
+            if isinstance(item, Delivery):
+                await context.write(self._encoded.event(item.event))
+            else:
+                await context.write(_subscribe_response(item).SerializeToString())
+        # grpc (and the interceptors) tell a streaming method by its being an async generator;
+        # this one yields nothing, having written everything itself.
+        for message in _NOTHING:
+            yield message
 
     async def ListSystemEvents(
         self, request: pb.ListSystemEventsRequest, context: Context
@@ -93,10 +108,8 @@ class SystemEventServicer(pb.SystemEventServiceServicer):
         )
 
 
-def _subscribe_response(item: StreamItem) -> pb.SubscribeResponse:
+def _subscribe_response(item: Checkpoint | CaughtUp | FellBehind) -> pb.SubscribeResponse:
     match item:
-        case Delivery(event):
-            return pb.SubscribeResponse(event=convert.system_event(event))
         case Checkpoint(position, server_time):
             return pb.SubscribeResponse(
                 checkpoint=pb.Checkpoint(

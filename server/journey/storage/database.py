@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,17 +35,28 @@ class Database:
         await self.engine.dispose()
 
 
-def _on_sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
-    cursor = dbapi_connection.cursor()
-    # WAL lets readers (subscriptions, GetSession) proceed while the writer commits.
-    cursor.execute("PRAGMA journal_mode=WAL")
-    # FULL: a commit is on disk before Track answers, even across a power loss.
-    cursor.execute("PRAGMA synchronous=FULL")
-    cursor.execute("PRAGMA busy_timeout=5000")
-    cursor.close()
+SYNCHRONOUS_MODES = ("NORMAL", "FULL")
 
 
-async def open_database(url: str) -> Database:
+def _sqlite_pragmas(synchronous: str) -> Callable[[Any, Any], None]:
+    if synchronous not in SYNCHRONOUS_MODES:
+        raise ValueError(f"synchronous must be one of {SYNCHRONOUS_MODES}, not {synchronous!r}")
+
+    def on_connect(dbapi_connection: Any, _record: Any) -> None:
+        cursor = dbapi_connection.cursor()
+        # WAL lets readers (subscriptions, GetSession) proceed while the writer commits.
+        cursor.execute("PRAGMA journal_mode=WAL")
+        # In WAL mode, NORMAL writes each commit to the log without waiting for the disk:
+        # a process crash loses nothing committed, a power loss may lose the last commits.
+        # FULL waits for the disk on every commit (see the README's Durability).
+        cursor.execute(f"PRAGMA synchronous={synchronous}")
+        cursor.execute("PRAGMA busy_timeout=5000")
+        cursor.close()
+
+    return on_connect
+
+
+async def open_database(url: str, *, sqlite_synchronous: str = "FULL") -> Database:
     """Connect, create the tables that are missing, and return the database."""
     kwargs: dict[str, Any] = {}
     if make_url(url).get_backend_name() == "postgresql":
@@ -55,7 +67,7 @@ async def open_database(url: str) -> Database:
         )
     engine = create_async_engine(url, **kwargs)
     if engine.dialect.name == "sqlite":
-        event.listen(engine.sync_engine, "connect", _on_sqlite_connect)
+        event.listen(engine.sync_engine, "connect", _sqlite_pragmas(sqlite_synchronous))
     try:
         async with engine.begin() as connection:
             await connection.run_sync(Base.metadata.create_all)

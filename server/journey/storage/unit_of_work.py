@@ -92,12 +92,18 @@ class UnitOfWork:
 
     async def sessions(self, session_ids: Collection[str]) -> list[Session]:
         """The sessions among these ids that are stored or staged."""
-        staged = [self._sessions[i] for i in session_ids if i in self._sessions]
-        missing = [i for i in session_ids if i not in self._sessions]
-        if not missing:
-            return staged
-        result = await self._session.execute(statements.sessions_by_ids(missing))
-        return staged + [session_from_row(row) for row in result]
+        found: list[Session] = []
+        missing: list[str] = []
+        for i in session_ids:
+            known = self._sessions.get(i) or self._loaded_sessions.get(i)
+            if known is not None:
+                found.append(known)
+            elif i not in self._loaded_sessions:
+                missing.append(i)
+        if missing:
+            result = await self._session.execute(statements.sessions_by_ids(missing))
+            found.extend(session_from_row(row) for row in result)
+        return found
 
     async def profile(self, profile_id: str) -> Profile | None:
         """The profile with this id, if stored or staged."""

@@ -1,0 +1,1 @@
+"""The benchmark: Journey beside a storage-free gRPC baseline, driven by the same load generator."""

@@ -1,0 +1,135 @@
+"""Runs every scenario against the baseline and Journey (and any variants), then reports."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bench import report, servers
+from bench.scenarios import FULL, QUICK, SCENARIOS, Plan, Scenario, Sizes
+
+ROOT = Path(__file__).resolve().parent.parent
+LOAD_TIMEOUT = 600.0
+
+
+@dataclass(frozen=True)
+class Server:
+    """A column of the table: the baseline, Journey, or Journey from another checkout."""
+
+    name: str
+    checkout: Path | None = None
+    env: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def is_baseline(self) -> bool:
+        """Whether this is the storage-free baseline."""
+        return self.name == "baseline"
+
+
+def parse_variant(text: str) -> Server:
+    """LABEL:PATH[:KEY=VALUE,...]; PATH "." is this checkout."""
+    label, _, rest = text.partition(":")
+    path, _, env_text = rest.partition(":")
+    if not label or not path:
+        raise argparse.ArgumentTypeError(f"expected LABEL:PATH[:KEY=VALUE,...], got {text!r}")
+    env = dict(pair.split("=", 1) for pair in env_text.split(",") if pair)
+    checkout = None if path == "." else Path(path).resolve()
+    return Server(label, checkout, env)
+
+
+def run_load(plan: Plan, target: str, extra: dict[str, Any]) -> dict[str, Any]:
+    """Run the plan's workload in a fresh load-generator process."""
+    spec = {"workload": plan.workload, "args": {"target": target, **plan.args, **extra}}
+    completed = subprocess.run(
+        [sys.executable, "-m", "bench.load", json.dumps(spec)],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=LOAD_TIMEOUT,
+        check=False,
+    )
+    lines = completed.stdout.strip().splitlines()
+    if completed.returncode != 0 or not lines:
+        return {"error": f"load generator exit {completed.returncode}: {completed.stderr[-1500:]}"}
+    result: dict[str, Any] = json.loads(lines[-1])
+    return result
+
+
+def run_one(scenario: Scenario, sizes: Sizes, server: Server, workdir: Path) -> dict[str, Any]:
+    """One scenario against one server, on a fresh database."""
+    plan = scenario.plan(sizes)
+    extra: dict[str, Any] = {}
+    started: AbstractContextManager[servers.Running]
+    if server.is_baseline:
+        if plan.baseline_replay is None:
+            return {"skipped": scenario.baseline_note}
+        started = servers.baseline(workdir, plan.baseline_replay)
+    else:
+        database = workdir / "journey.db"
+        if plan.seed is not None:
+            extra.update(plan.seed(database))
+        started = servers.journey(
+            workdir,
+            database,
+            plan.journey_config,
+            checkout=server.checkout,
+            env=server.env,
+            name=server.name,
+        )
+    try:
+        with started as running:
+            if plan.needs_pid:
+                extra["pid"] = running.pid
+            return run_load(plan, running.target, extra)
+    except (RuntimeError, subprocess.TimeoutExpired) as error:
+        return {"error": str(error)}
+
+
+def main() -> None:
+    """Parse the command line, run, print the table, write JSON; exit 1 if anything failed."""
+    parser = argparse.ArgumentParser(prog="python3 dev.py bench", description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="small counts, under a minute")
+    parser.add_argument("--json", metavar="PATH", help="also write the figures as JSON")
+    parser.add_argument("--only", metavar="KEYS", help="scenario numbers, e.g. 1,3")
+    parser.add_argument(
+        "--variant",
+        action="append",
+        type=parse_variant,
+        default=[],
+        metavar="LABEL:PATH[:KEY=VALUE,...]",
+        help="also run Journey from another checkout and/or with JOURNEY_* settings",
+    )
+    args = parser.parse_args()
+    sizes = QUICK if args.quick else FULL
+    chosen = [s for s in SCENARIOS if not args.only or s.key in args.only.split(",")]
+    columns = [Server("baseline"), Server("journey"), *args.variant]
+    started = time.time()
+    results: dict[str, dict[str, dict[str, Any]]] = {}
+    with tempfile.TemporaryDirectory(prefix="journey-bench-") as tmp:
+        for scenario in chosen:
+            results[scenario.key] = {}
+            for server in columns:
+                workdir = Path(tmp) / f"{scenario.key}-{server.name}"
+                workdir.mkdir()
+                result = run_one(scenario, sizes, server, workdir)
+                results[scenario.key][server.name] = result
+                print(f"scenario {scenario.key} {server.name}: {json.dumps(result)}", flush=True)
+    doc = report.document(chosen, results, [c.name for c in columns], args.quick, started)
+    print()
+    print(report.markdown(doc))
+    if args.json:
+        Path(args.json).write_text(json.dumps(doc, indent=2) + "\n")
+    failures = report.failures(doc)
+    for failure in failures:
+        print(f"FAILED: {failure}", file=sys.stderr)
+    sys.exit(1 if failures else 0)

@@ -1,0 +1,188 @@
+"""The seven scenarios of issue 5: their sizes, server settings, seeding, workload and target."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from bench import seed
+
+
+@dataclass(frozen=True)
+class Sizes:
+    """How big and how long; the quick sizes keep every concurrency and rate, only shorter."""
+
+    seconds: float
+    replay_events: int
+    idle_subscribers: int
+    sweep_sessions: int
+    # Time between seeding the sweep's sessions and their common deadline: Journey and the
+    # load generator must be up before it.
+    sweep_lead: float
+
+
+FULL = Sizes(
+    seconds=10.0,
+    replay_events=200_000,
+    idle_subscribers=1_000,
+    sweep_sessions=50_000,
+    sweep_lead=10.0,
+)
+QUICK = Sizes(
+    seconds=1.5, replay_events=10_000, idle_subscribers=200, sweep_sessions=2_000, sweep_lead=5.0
+)
+SWEEP_VISIT_TIMEOUT = 60.0
+
+
+@dataclass(frozen=True)
+class Target:
+    """A goal for Journey's figure: absolute, or a multiple of the baseline's."""
+
+    text: str
+    check: Callable[[float, float | None], bool]
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What one scenario runs against one server."""
+
+    workload: str
+    args: dict[str, Any]
+    # Settings for Journey's config file.
+    journey_config: dict[str, Any] = field(default_factory=dict)
+    # Fills the fresh database before Journey starts; returns more workload arguments.
+    seed: Callable[[Path], dict[str, Any]] | None = None
+    # None: the scenario has no baseline run (nothing to compare); else its --replay-events.
+    baseline_replay: int | None = 0
+    needs_pid: bool = False
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """A row of the table."""
+
+    key: str
+    title: str
+    metric: str
+    unit: str
+    target: Target
+    plan: Callable[[Sizes], Plan]
+    # What the baseline column means when it is not the same measurement.
+    baseline_note: str = ""
+    extra: tuple[str, ...] = ()
+
+
+def _at_least(x: float) -> Target:
+    return Target(f">= {x:,.0f}", lambda value, _: value >= x)
+
+
+def _at_most(x: float, unit: str) -> Target:
+    return Target(f"<= {x:g} {unit}", lambda value, _: value <= x)
+
+
+def _of_baseline(ratio: float) -> Target:
+    return Target(
+        f">= {ratio} x baseline",
+        lambda value, base: base is not None and value >= ratio * base,
+    )
+
+
+def _seed_replay(count: int) -> Callable[[Path], dict[str, Any]]:
+    def fill(path: Path) -> dict[str, Any]:
+        seed.system_events(str(path), count, datetime.now(UTC))
+        return {}
+
+    return fill
+
+
+def _seed_sweep(count: int, lead: float) -> Callable[[Path], dict[str, Any]]:
+    def fill(path: Path) -> dict[str, Any]:
+        expire_at = time.time() + lead
+        last_activity = datetime.fromtimestamp(expire_at - SWEEP_VISIT_TIMEOUT, UTC)
+        seed.active_sessions(str(path), count, last_activity)
+        return {"expire_at": expire_at}
+
+    return fill
+
+
+SCENARIOS = (
+    Scenario(
+        "1",
+        "Track, 1 event per call, 32 callers",
+        "calls_per_s",
+        "calls/s",
+        _of_baseline(0.6),
+        lambda s: Plan("track", {"callers": 32, "events": 1, "seconds": s.seconds}),
+        extra=("events_per_s",),
+    ),
+    Scenario(
+        "2",
+        "Track, 20 events per call, 32 callers",
+        "events_per_s",
+        "events/s",
+        _at_least(20_000),
+        lambda s: Plan("track", {"callers": 32, "events": 20, "seconds": s.seconds}),
+        extra=("calls_per_s",),
+    ),
+    Scenario(
+        "3",
+        "Fan-out to 100 live subscribers",
+        "delivered_per_s",
+        "events/s delivered",
+        _of_baseline(0.8),
+        lambda s: Plan("fan_out", {"subscribers": 100, "seconds": s.seconds, "window": 3_000}),
+    ),
+    Scenario(
+        "4",
+        "Live latency p99, 500 events/s, 10 subscribers",
+        "p99_ms",
+        "ms",
+        _at_most(20, "ms"),
+        lambda s: Plan("latency", {"subscribers": 10, "events_per_s": 500.0, "seconds": s.seconds}),
+        extra=("p50_ms", "max_ms", "events_per_s"),
+    ),
+    Scenario(
+        "5",
+        "Replay from beginning",
+        "events_per_s",
+        "events/s",
+        _at_least(20_000),
+        lambda s: Plan(
+            "replay",
+            {"expected": s.replay_events},
+            seed=_seed_replay(s.replay_events),
+            baseline_replay=s.replay_events,
+        ),
+        baseline_note="analogue: the same number of prebuilt events streamed from memory",
+        extra=("events",),
+    ),
+    Scenario(
+        "6",
+        "Server RSS with idle subscribers",
+        "rss_mb",
+        "MB",
+        _at_most(250, "MB"),
+        lambda s: Plan("idle_memory", {"subscribers": s.idle_subscribers}, needs_pid=True),
+        extra=("rss_before_mb", "subscribers"),
+    ),
+    Scenario(
+        "7",
+        "Sweep: visits expiring at one moment",
+        "seconds",
+        "s to last visit-ended",
+        _at_most(10, "s"),
+        lambda s: Plan(
+            "sweep",
+            {"sessions": s.sweep_sessions},
+            journey_config={"visit_timeout": SWEEP_VISIT_TIMEOUT, "session_timeout": "24h"},
+            seed=_seed_sweep(s.sweep_sessions, s.sweep_lead),
+            baseline_replay=None,
+        ),
+        baseline_note="n/a: the baseline keeps no sessions, so nothing expires",
+        extra=("visits",),
+    ),
+)

@@ -1,0 +1,82 @@
+"""Fill a fresh Journey SQLite file straight through its schema: stored events, due sessions.
+
+Creating 200,000 system events or 50,000 sessions through Track would take most of a minute
+and could not make the sessions time out at one moment; the rows written here are the ones
+Journey itself writes (the same tables and domain values), so the server reads them as its own.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from sqlalchemy import create_engine, insert
+
+from journey.domain.model import Profile, Session, SessionState, SystemEvent, SystemEventType
+from journey.storage import statements
+from journey.storage.records import values
+from journey.storage.schema import Base
+
+CHUNK = 10_000
+TYPES = (
+    SystemEventType.PROFILE_CREATED,
+    SystemEventType.SESSION_OPENED,
+    SystemEventType.VISIT_STARTED,
+)
+
+
+def _write(path: str, table_rows: list[tuple[object, list[dict[str, object]]]]) -> None:
+    engine = create_engine(f"sqlite:///{path}")
+    try:
+        Base.metadata.create_all(engine)
+        with engine.begin() as connection:
+            for table, rows in table_rows:
+                for i in range(0, len(rows), CHUNK):
+                    connection.execute(insert(table), rows[i : i + CHUNK])  # type: ignore[arg-type]
+    finally:
+        engine.dispose()
+
+
+def system_events(path: str, count: int, at: datetime) -> None:
+    """Store `count` system events at positions 1..count, as if 1/3 as many sessions opened."""
+    rows = [
+        values(
+            SystemEvent(
+                position=position,
+                id=f"00000000-0000-4000-8000-{position:012d}",
+                type=TYPES[(position - 1) % 3],
+                occur_time=at,
+                profile_id=f"profile-{(position - 1) // 3}",
+                session_id=f"session-{(position - 1) // 3}",
+                source_id="bench",
+                properties={"visit_number": 1, "trigger_event_types": ["page-view"]},
+            )
+        )
+        for position in range(1, count + 1)
+    ]
+    _write(path, [(statements.system_events, rows)])
+
+
+def active_sessions(path: str, count: int, last_activity: datetime) -> None:
+    """Store `count` sessions in a visit, all last active at `last_activity`."""
+    profiles = []
+    sessions = []
+    for i in range(count):
+        profiles.append(values(Profile(f"profile-{i}", last_activity, last_activity, 1, 1)))
+        sessions.append(
+            values(
+                Session(
+                    id=f"session-{i}",
+                    profile_id=f"profile-{i}",
+                    source_id="bench",
+                    state=SessionState.ACTIVE,
+                    open_time=last_activity - timedelta(seconds=1),
+                    last_activity_time=last_activity,
+                    close_time=None,
+                    event_count=1,
+                    visit_count=1,
+                    visit_start_time=last_activity - timedelta(seconds=1),
+                    visit_event_count=1,
+                )
+            )
+        )
+    _write(path, [(statements.profiles, profiles), (statements.sessions, sessions)])

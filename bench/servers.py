@@ -1,0 +1,123 @@
+"""Start and stop the servers under test as subprocesses: `journey serve` and the baseline."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+STARTUP_SECONDS = 60.0
+PORT_LINE = re.compile(rb"listening on port (\d+)")
+
+
+@dataclass(frozen=True)
+class Running:
+    """A server process and the port it bound."""
+
+    pid: int
+    port: int
+
+    @property
+    def target(self) -> str:
+        """The address a client dials."""
+        return f"127.0.0.1:{self.port}"
+
+
+def rss_mb(pid: int) -> float:
+    """The resident memory of a process, in MB (from /proc)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError(f"no VmRSS for process {pid}")
+
+
+@contextmanager
+def _process(
+    argv: Sequence[str], workdir: Path, env: Mapping[str, str], name: str
+) -> Iterator[Running]:
+    """Run `argv`, wait for its "listening on port N" line on stderr, stop it afterwards."""
+    log_path = workdir / f"{name}.log"
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            list(argv), cwd=workdir, env={**os.environ, **env}, stdout=log, stderr=log
+        )
+    try:
+        port = _wait_for_port(process, log_path)
+        yield Running(process.pid, port)
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def _wait_for_port(process: subprocess.Popen[bytes], log_path: Path) -> int:
+    deadline = time.monotonic() + STARTUP_SECONDS
+    while time.monotonic() < deadline:
+        match = PORT_LINE.search(log_path.read_bytes())
+        if match:
+            return int(match.group(1))
+        if process.poll() is not None:
+            break
+        time.sleep(0.05)
+    tail = log_path.read_text(errors="replace")[-2000:]
+    raise RuntimeError(f"{log_path.stem} did not start (exit {process.poll()}):\n{tail}")
+
+
+def _toml(value: object) -> str:
+    if isinstance(value, str):
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    return str(value)
+
+
+@contextmanager
+def journey(
+    workdir: Path,
+    database: Path,
+    config: Mapping[str, object],
+    *,
+    checkout: Path | None = None,
+    env: Mapping[str, str] | None = None,
+    name: str = "journey",
+) -> Iterator[Running]:
+    """`journey serve` on a free port and the SQLite file `database`.
+
+    `checkout` runs the server code of another working tree (for before/after comparisons);
+    `env` adds JOURNEY_* overrides.
+    """
+    settings = {
+        "listen": "127.0.0.1:0",
+        "database_url": f"sqlite+aiosqlite:///{database}",
+        # INFO logs the bound port and failed calls only (DEBUG would log every call).
+        "log_level": "INFO",
+        **config,
+    }
+    config_path = workdir / f"{name}.toml"
+    config_path.write_text("".join(f"{k} = {_toml(v)}\n" for k, v in settings.items()))
+    extra = dict(env or {})
+    if checkout is not None:
+        # Ahead of the editable install of this checkout on sys.path.
+        paths = [str(checkout / "server"), str(checkout / "clients" / "python")]
+        extra["PYTHONPATH"] = os.pathsep.join(paths)
+    # journey.cli rather than the `journey` script, so that PYTHONPATH picks the code.
+    argv = [sys.executable, "-m", "journey.cli", "serve", "--config", str(config_path)]
+    with _process(argv, workdir, extra, name) as running:
+        yield running
+
+
+@contextmanager
+def baseline(workdir: Path, replay_events: int = 0) -> Iterator[Running]:
+    """The storage-free baseline on a free port."""
+    argv = [sys.executable, "-m", "bench.baseline", "--replay-events", str(replay_events)]
+    root = Path(__file__).resolve().parent.parent
+    with _process(argv, workdir, {"PYTHONPATH": str(root)}, "baseline") as running:
+        yield running

@@ -1,0 +1,350 @@
+"""The client side of each scenario: asyncio, the generated stubs, one result dict per run.
+
+Every workload checks what it received: a lost, repeated or out-of-order event raises
+WorkloadError, and so does any failed call; speed is only measured, never judged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import statistics
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import grpc
+from google.protobuf.empty_pb2 import Empty
+
+from journey_client import pb
+
+Result = dict[str, Any]
+# Separate TCP connections: grpc would otherwise share one connection between channels.
+CHANNEL_OPTIONS = [("grpc.use_local_subchannel_pool", 1)]
+STREAMS_PER_CHANNEL = 100
+DRAIN_SECONDS = 120.0
+
+
+class WorkloadError(Exception):
+    """A call failed, or the events received were not exactly the events expected."""
+
+
+def channels(target: str, count: int) -> list[grpc.aio.Channel]:
+    """`count` channels, each its own connection."""
+    return [grpc.aio.insecure_channel(target, options=CHANNEL_OPTIONS) for _ in range(count)]
+
+
+async def close_all(chans: list[grpc.aio.Channel]) -> None:
+    """Close channels, cancelling their calls."""
+    await asyncio.gather(*(c.close(None) for c in chans))
+
+
+def track_request(
+    caller: int, call: int, session_id: str, events: int, *, ids: bool = True
+) -> pb.TrackRequest:
+    """A Track with `events` page views, with client ids (as a retrying client sends)."""
+    return pb.TrackRequest(
+        source_id="bench",
+        profile_id="" if session_id else f"bench-{caller}-{call}",
+        session_id=session_id,
+        events=[
+            pb.TrackedEvent(type="page-view", id=f"{caller}-{call}-{i}" if ids else "")
+            for i in range(events)
+        ],
+    )
+
+
+async def track_throughput(target: str, callers: int, events: int, seconds: float) -> Result:
+    """Scenarios 1 and 2: `callers` concurrent callers, each in its own session, for `seconds`."""
+    chans = channels(target, 4)
+    done = 0
+    warmup = min(1.0, seconds / 4)
+    start = time.perf_counter()
+    measure_from = start + warmup
+    stop_at = measure_from + seconds
+
+    async def caller(i: int) -> None:
+        nonlocal done
+        stub = pb.TrackerServiceStub(chans[i % len(chans)])
+        session_id = ""
+        for call in itertools.count():
+            if time.perf_counter() >= stop_at:
+                return
+            response = await stub.Track(track_request(i, call, session_id, events))
+            session_id = response.session_id
+            if time.perf_counter() >= measure_from:
+                done += 1
+
+    try:
+        await asyncio.gather(*(caller(i) for i in range(callers)))
+    except grpc.aio.AioRpcError as error:
+        raise WorkloadError(f"Track failed: {error.code().name} {error.details()}") from error
+    finally:
+        await close_all(chans)
+    elapsed = time.perf_counter() - measure_from
+    return {"calls_per_s": done / elapsed, "events_per_s": done * events / elapsed}
+
+
+@dataclass
+class Subscriber:
+    """One live subscription that records what it received, and when."""
+
+    stub: pb.SystemEventServiceAsyncStub
+    request: pb.SubscribeRequest
+    received: dict[str, float] = field(default_factory=dict)
+    last_position: int = 0
+    caught_up: asyncio.Event = field(default_factory=asyncio.Event)
+    changed: asyncio.Event = field(default_factory=asyncio.Event)
+    task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        """Start reading in the background."""
+        self.task = asyncio.create_task(self._read())
+
+    async def _read(self) -> None:
+        async for message in self.stub.Subscribe(self.request):
+            kind = message.WhichOneof("content")
+            if kind == "event":
+                event = message.event
+                if event.id in self.received or event.position <= self.last_position:
+                    raise WorkloadError(f"event at position {event.position} delivered twice")
+                self.received[event.id] = time.perf_counter()
+                self.last_position = event.position
+                self.changed.set()
+            elif kind == "caught_up":
+                self.caught_up.set()
+
+    async def stop(self) -> None:
+        """Cancel the stream; a failure it met is raised here."""
+        assert self.task is not None
+        if self.task.done():
+            self.task.result()
+            return
+        self.task.cancel()
+        try:
+            await self.task
+        except asyncio.CancelledError:
+            pass
+        except grpc.aio.AioRpcError as error:
+            if error.code() != grpc.StatusCode.CANCELLED:
+                raise
+
+
+async def subscribe_all(
+    chans: list[grpc.aio.Channel], count: int, request: pb.SubscribeRequest
+) -> list[Subscriber]:
+    """Open `count` subscriptions over the channels and wait until every one is caught up."""
+    subscribers = [
+        Subscriber(pb.SystemEventServiceStub(chans[i % len(chans)]), request) for i in range(count)
+    ]
+    for s in subscribers:
+        s.start()
+    await _until(subscribers, lambda s: s.caught_up.wait(), 60.0, "catch up")
+    return subscribers
+
+
+async def _until(
+    subscribers: list[Subscriber],
+    condition: Callable[[Subscriber], Awaitable[Any]],
+    seconds: float,
+    what: str,
+) -> None:
+    """Wait until `condition` holds for every subscriber; fail if a stream ends or time runs out."""
+    waiter = asyncio.ensure_future(asyncio.gather(*(condition(s) for s in subscribers)))
+    streams = [s.task for s in subscribers if s.task is not None]
+    try:
+        async with asyncio.timeout(seconds):
+            await asyncio.wait([waiter, *streams], return_when=asyncio.FIRST_COMPLETED)
+    except TimeoutError:
+        raise WorkloadError(f"subscribers did not {what} within {seconds:.0f} s") from None
+    finally:
+        waiter.cancel()
+    if waiter.done() and not waiter.cancelled():
+        return
+    for stream in streams:
+        if stream.done():
+            stream.result()  # raises what ended the stream, if anything did
+    raise WorkloadError("a subscription ended early")
+
+
+async def _received_all(subscriber: Subscriber, ids: set[str]) -> None:
+    while not ids.issubset(subscriber.received.keys()):
+        subscriber.changed.clear()
+        await subscriber.changed.wait()
+
+
+async def _finish(subscribers: list[Subscriber], ids: set[str]) -> None:
+    """Wait until every subscriber has `ids`, check it got exactly those, and stop them all."""
+    await _until(subscribers, lambda s: _received_all(s, ids), DRAIN_SECONDS, "drain")
+    for s in subscribers:
+        if s.received.keys() != ids:
+            lost = len(ids - s.received.keys())
+            extra = len(s.received.keys() - ids)
+            raise WorkloadError(f"a subscriber lost {lost} and got {extra} unexpected events")
+    for s in subscribers:
+        await s.stop()
+
+
+async def fan_out(target: str, subscribers: int, seconds: float, window: int) -> Result:
+    """Scenario 3: new-session Tracks fanned out to `subscribers` live streams.
+
+    The producers hold back while the slowest subscriber is more than `window` events behind,
+    so the figure is the rate the server sustains, not how fast buffers fill.
+    """
+    chans = channels(target, max(1, subscribers // 10))
+    producer_chan = channels(target, 1)
+    try:
+        subs = await subscribe_all(chans, subscribers, pb.SubscribeRequest(end=Empty()))
+        produced: set[str] = set()
+        start = time.perf_counter()
+        stop_at = start + seconds
+        stub = pb.TrackerServiceStub(producer_chan[0])
+
+        async def producer(i: int) -> None:
+            for call in itertools.count():
+                if time.perf_counter() >= stop_at:
+                    return
+                # Polled: a wake-up per received event would cost more than the poll.
+                while len(produced) - min(len(s.received) for s in subs) > window:  # noqa: ASYNC110
+                    await asyncio.sleep(0.001)
+                response = await stub.Track(track_request(1000 + i, call, "", 1))
+                produced.update(e.id for e in response.system_events)
+
+        await asyncio.gather(*(producer(i) for i in range(4)))
+        await _finish(subs, produced)
+        end = max(max(s.received.values(), default=start) for s in subs)
+    except grpc.aio.AioRpcError as error:
+        raise WorkloadError(f"call failed: {error.code().name} {error.details()}") from error
+    finally:
+        await close_all(chans + producer_chan)
+    delivered = len(produced) * subscribers
+    return {"delivered_per_s": delivered / (end - start), "delivered": delivered}
+
+
+async def live_latency(
+    target: str, subscribers: int, events_per_s: float, seconds: float
+) -> Result:
+    """Scenario 4: from each Track reply to each subscriber's receipt, at a steady rate.
+
+    Each Track opens a new session (three system events), so `events_per_s / 3` calls a second,
+    sent on a fixed schedule whether or not earlier calls have returned.
+    """
+    chans = channels(target, 2)
+    producer_chan = channels(target, 1)
+    replied: dict[str, float] = {}
+    try:
+        subs = await subscribe_all(chans, subscribers, pb.SubscribeRequest(end=Empty()))
+        stub = pb.TrackerServiceStub(producer_chan[0])
+        calls = int(events_per_s / 3 * seconds)
+        interval = 3 / events_per_s
+
+        async def one(call: int) -> None:
+            response = await stub.Track(track_request(2000, call, "", 1))
+            now = time.perf_counter()
+            for e in response.system_events:
+                replied[e.id] = now
+
+        start = time.perf_counter()
+        tasks = []
+        for call in range(calls):
+            delay = start + call * interval - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            tasks.append(asyncio.create_task(one(call)))
+        await asyncio.gather(*tasks)
+        sent_for = time.perf_counter() - start
+        ids = set(replied)
+        await _finish(subs, ids)
+    except grpc.aio.AioRpcError as error:
+        raise WorkloadError(f"call failed: {error.code().name} {error.details()}") from error
+    finally:
+        await close_all(chans + producer_chan)
+    # An event can reach a subscriber before its Track reply reaches the caller: that counts 0.
+    latencies = sorted(max(0.0, s.received[i] - replied[i]) * 1000 for s in subs for i in ids)
+    return {
+        "p50_ms": statistics.median(latencies),
+        "p99_ms": latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))],
+        "max_ms": latencies[-1],
+        "events_per_s": len(ids) / sent_for,
+        "samples": len(latencies),
+    }
+
+
+async def replay(target: str, expected: int) -> Result:
+    """Scenario 5: one subscriber from `beginning` over `expected` stored events."""
+    chans = channels(target, 1)
+    stub = pb.SystemEventServiceStub(chans[0])
+    count = 0
+    last = 0
+    start = time.perf_counter()
+    try:
+        async for message in stub.Subscribe(pb.SubscribeRequest(beginning=Empty())):
+            kind = message.WhichOneof("content")
+            if kind == "event":
+                if message.event.position != last + 1:
+                    raise WorkloadError(f"position {message.event.position} after {last}")
+                last = message.event.position
+                count += 1
+            elif kind == "caught_up":
+                break
+    except grpc.aio.AioRpcError as error:
+        raise WorkloadError(f"Subscribe failed: {error.code().name} {error.details()}") from error
+    finally:
+        elapsed = time.perf_counter() - start
+        await close_all(chans)
+    if count != expected:
+        raise WorkloadError(f"replayed {count} events, expected {expected}")
+    return {"events_per_s": count / elapsed, "events": count}
+
+
+async def idle_memory(target: str, subscribers: int, pid: int) -> Result:
+    """Scenario 6: the server's RSS while `subscribers` idle streams are open."""
+    from bench.servers import rss_mb  # /proc only; the load generator runs on the same host
+
+    before = rss_mb(pid)
+    chans = channels(target, max(1, subscribers // STREAMS_PER_CHANNEL))
+    try:
+        subs = await subscribe_all(chans, subscribers, pb.SubscribeRequest(end=Empty()))
+        await asyncio.sleep(1.0)
+        during = rss_mb(pid)
+        for s in subs:
+            await s.stop()
+    except grpc.aio.AioRpcError as error:
+        raise WorkloadError(f"Subscribe failed: {error.code().name} {error.details()}") from error
+    finally:
+        await close_all(chans)
+    return {"rss_mb": during, "rss_before_mb": before, "subscribers": subscribers}
+
+
+async def sweep(target: str, sessions: int, expire_at: float) -> Result:
+    """Scenario 7: seconds from the moment `sessions` visits expire to the last visit-ended.
+
+    `expire_at` is wall-clock time (time.time()); the stream starts at `beginning`, so it
+    misses nothing even if the sweep began before it connected.
+    """
+    chans = channels(target, 1)
+    request = pb.SubscribeRequest(
+        beginning=Empty(),
+        filter=pb.SystemEventFilter(types=[pb.SystemEventType.SYSTEM_EVENT_TYPE_VISIT_ENDED]),
+    )
+    sessions_seen: set[str] = set()
+    stub = pb.SystemEventServiceStub(chans[0])
+    try:
+        async with asyncio.timeout(DRAIN_SECONDS + max(0.0, expire_at - time.time())):
+            async for message in stub.Subscribe(request):
+                if message.WhichOneof("content") != "event":
+                    continue
+                if message.event.session_id in sessions_seen:
+                    raise WorkloadError(f"two visit-ended for {message.event.session_id}")
+                sessions_seen.add(message.event.session_id)
+                if len(sessions_seen) == sessions:
+                    break
+    except TimeoutError:
+        raise WorkloadError(f"{len(sessions_seen)} of {sessions} visit-ended arrived") from None
+    except grpc.aio.AioRpcError as error:
+        raise WorkloadError(f"Subscribe failed: {error.code().name} {error.details()}") from error
+    finally:
+        last = time.time()
+        await close_all(chans)
+    return {"seconds": last - expire_at, "visits": len(sessions_seen)}
