@@ -11,7 +11,7 @@ from google.protobuf.empty_pb2 import Empty
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from journey.storage.schema import TrackedEventRow
+from journey.storage.schema import SystemEventRow, TrackedEventRow
 from journey_client import pb
 from tests.faults.process import Stubs
 from tests.integration.harness import all_events as list_all
@@ -128,6 +128,21 @@ async def stored_event_counts(database_url: str) -> Counter[str]:
                 select(TrackedEventRow.event_id, func.count()).group_by(TrackedEventRow.event_id)
             )
             return Counter({event_id: count for event_id, count in rows})
+    finally:
+        await engine.dispose()
+
+
+async def stored_visit_ends(database_url: str) -> Counter[str]:
+    """How many visit-ended events each session has, read from the database itself."""
+    engine = create_async_engine(database_url)
+    try:
+        async with engine.connect() as connection:
+            rows = await connection.execute(
+                select(SystemEventRow.session_id, func.count())
+                .where(SystemEventRow.type == int(pb.SystemEventType.SYSTEM_EVENT_TYPE_VISIT_ENDED))
+                .group_by(SystemEventRow.session_id)
+            )
+            return Counter({session_id: count for session_id, count in rows})
     finally:
         await engine.dispose()
 
