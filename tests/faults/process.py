@@ -79,7 +79,7 @@ def write_config(directory: Path, database_url: str, extra: str = "") -> Path:
     return config
 
 
-async def start_server(config: Path) -> ServerProcess:
+async def start_server(config: Path, env: dict[str, str] = CLEAN_ENV) -> ServerProcess:
     """Start `journey serve --config CONFIG` and wait until it listens."""
     process = await asyncio.create_subprocess_exec(
         sys.executable,
@@ -88,7 +88,7 @@ async def start_server(config: Path) -> ServerProcess:
         "serve",
         "--config",
         str(config),
-        env=CLEAN_ENV,
+        env=env,
         stderr=asyncio.subprocess.PIPE,
     )
     assert process.stderr is not None

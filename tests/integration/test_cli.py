@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import re
 import signal
 import socket
 import sys
@@ -17,6 +16,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from journey_client import JourneyClient, pb
 from tests.clients.server_process import journey_serve
 from tests.conftest import SettingsFactory
+from tests.faults.process import start_server
 from tests.integration.harness import serving
 
 pytestmark = pytest.mark.slow
@@ -79,31 +79,15 @@ async def test_serve_logs_its_config_serves_and_exits_0_on_a_signal(
     config = tmp_path / "journey.toml"
     config.write_text(f'listen = "127.0.0.1:0"\ndatabase_url = "{database_url}"\n')
     # The environment wins over the file.
-    env = {**CLEAN_ENV, "JOURNEY_VISIT_TIMEOUT": "90s"}
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "journey.cli",
-        "serve",
-        "--config",
-        str(config),
-        env=env,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    assert process.stderr is not None
-    lines: list[str] = []
+    server = await start_server(config, env={**CLEAN_ENV, "JOURNEY_VISIT_TIMEOUT": "90s"})
     try:
-        async with asyncio.timeout(30):
-            while not (port := re.search(r"listening on port (\d+)", lines[-1] if lines else "")):
-                lines.append((await process.stderr.readline()).decode())
-                assert lines[-1], "".join(lines)
-        config_lines = [line for line in lines if "configuration:" in line]
+        config_lines = [line for line in server.output if "configuration:" in line]
         assert len(config_lines) == 1
         effective = json.loads(config_lines[0].split("configuration: ", 1)[1])
         assert effective["visit_timeout"] == "90s"
         assert effective["listen"] == "127.0.0.1:0"
 
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{port.group(1)}") as channel:
+        async with grpc.aio.insecure_channel(server.target) as channel:
             check = await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest())
             assert check.status == health_pb2.HealthCheckResponse.SERVING
             response = await pb.TrackerServiceStub(channel).Track(
@@ -111,13 +95,11 @@ async def test_serve_logs_its_config_serves_and_exits_0_on_a_signal(
             )
             assert len(response.system_events) == 3
     finally:
-        if process.returncode is None:
-            process.send_signal(stop_signal)
-        async with asyncio.timeout(30):
-            rest = (await process.stderr.read()).decode()
-            code = await process.wait()
-    assert code == 0, rest
-    assert "stopped" in rest
+        if server.process.returncode is None:
+            server.process.send_signal(stop_signal)
+        code = await server.wait()
+    assert code == 0, "".join(server.output)
+    assert "stopped" in "".join(server.output)
 
 
 async def test_a_taken_port_stops_serve_with_a_one_line_error(tmp_path: Path) -> None:
