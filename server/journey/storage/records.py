@@ -55,8 +55,19 @@ def system_event_from_row(row: Row[Any]) -> SystemEvent:
 def values(record: Any) -> dict[str, Any]:
     """A domain dataclass as column values; enums become their integers."""
     # Shallow on purpose: asdict() would deep-copy every properties dict.
-    out = {f.name: getattr(record, f.name) for f in dataclasses.fields(record)}
+    out = {name: getattr(record, name) for name in _field_names(type(record))}
     for key, value in out.items():
         if isinstance(value, SessionState | SystemEventType):
             out[key] = int(value)
     return out
+
+
+_FIELD_NAMES: dict[type, tuple[str, ...]] = {}
+
+
+def _field_names(cls: type) -> tuple[str, ...]:
+    # dataclasses.fields() rebuilds its tuple on every call; this runs once per staged row.
+    names = _FIELD_NAMES.get(cls)
+    if names is None:
+        names = _FIELD_NAMES[cls] = tuple(f.name for f in dataclasses.fields(cls))
+    return names

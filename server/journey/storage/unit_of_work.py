@@ -7,8 +7,8 @@ from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Table, bindparam, insert, update
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy import Insert, Table, Update, bindparam, insert, update
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from journey.domain.model import Profile, Session, SystemEvent
 from journey.domain.rules import Outcome, StoredEventRef
@@ -45,8 +45,9 @@ class UnitOfWork:
     issues a few statements per batch instead of several per call.
     """
 
-    def __init__(self, session: AsyncSession, next_position: Callable[[], int]) -> None:
-        self._session = session
+    def __init__(self, connection: AsyncConnection, next_position: Callable[[], int]) -> None:
+        # A Core connection, not an ORM session: the ORM layer only added per-statement cost.
+        self._connection = connection
         self._next_position = next_position
         self._sessions: dict[str, Session] = {}
         self._profiles: dict[str, Profile] = {}
@@ -65,12 +66,12 @@ class UnitOfWork:
     async def preload(self, keys: Keys) -> None:
         """Load the batch's sessions, their profiles and its known event ids in a few queries."""
         if keys.sessions:
-            result = await self._session.execute(statements.sessions_by_ids(keys.sessions))
+            result = await self._connection.execute(statements.sessions_by_ids(keys.sessions))
             found = {s.id: s for s in map(session_from_row, result)}
             self._loaded_sessions.update({i: found.get(i) for i in keys.sessions})
         profile_ids = keys.profiles | {s.profile_id for s in self._loaded_sessions.values() if s}
         if profile_ids:
-            result = await self._session.execute(statements.profiles_by_ids(profile_ids))
+            result = await self._connection.execute(statements.profiles_by_ids(profile_ids))
             profiles = {p.id: p for p in map(profile_from_row, result)}
             self._loaded_profiles.update({i: profiles.get(i) for i in profile_ids})
         by_source: dict[str, list[str]] = {}
@@ -87,7 +88,7 @@ class UnitOfWork:
             return self._sessions[session_id]
         if session_id in self._loaded_sessions:
             return self._loaded_sessions[session_id]
-        row = (await self._session.execute(statements.session_by_id(session_id))).first()
+        row = (await self._connection.execute(statements.session_by_id(session_id))).first()
         return session_from_row(row) if row is not None else None
 
     async def sessions(self, session_ids: Collection[str]) -> list[Session]:
@@ -101,7 +102,7 @@ class UnitOfWork:
             elif i not in self._loaded_sessions:
                 missing.append(i)
         if missing:
-            result = await self._session.execute(statements.sessions_by_ids(missing))
+            result = await self._connection.execute(statements.sessions_by_ids(missing))
             found.extend(session_from_row(row) for row in result)
         return found
 
@@ -113,7 +114,7 @@ class UnitOfWork:
             return self._profiles[profile_id]
         if profile_id in self._loaded_profiles:
             return self._loaded_profiles[profile_id]
-        row = (await self._session.execute(statements.profile_by_id(profile_id))).first()
+        row = (await self._connection.execute(statements.profile_by_id(profile_id))).first()
         return profile_from_row(row) if row is not None else None
 
     async def stored_events(
@@ -123,7 +124,7 @@ class UnitOfWork:
         found = {i: self._stored[source_id, i] for i in event_ids if (source_id, i) in self._stored}
         missing = [i for i in event_ids if i not in found and (source_id, i) not in self._known_new]
         if missing:
-            result = await self._session.execute(statements.stored_events(source_id, missing))
+            result = await self._connection.execute(statements.stored_events(source_id, missing))
             for row in result:
                 ref = StoredEventRef(row.profile_id, row.session_id)
                 found[row.event_id] = self._stored[source_id, row.event_id] = ref
@@ -171,19 +172,39 @@ class UnitOfWork:
         await self._upsert(statements.profiles, self._profiles, self._new_profiles)
         await self._upsert(statements.sessions, self._sessions, self._new_sessions)
         if self._tracked:
-            await self._session.execute(insert(statements.tracked_events), self._tracked)
+            await self._connection.execute(_INSERTS[statements.tracked_events.name], self._tracked)
         if self.appended:
             rows = [values(e) for e in self.appended]
-            await self._session.execute(insert(statements.system_events), rows)
+            await self._connection.execute(_INSERTS[statements.system_events.name], rows)
 
     async def _upsert(self, table: Table, staged: dict[str, Any], new: set[str]) -> None:
         inserts = [values(v) for k, v in staged.items() if k in new]
         updates = [values(v) for k, v in staged.items() if k not in new]
         if inserts:
-            await self._session.execute(insert(table), inserts)
+            await self._connection.execute(_INSERTS[table.name], inserts)
         if updates:
             for row in updates:
                 row["key"] = row.pop("id")
-            columns: dict[str, Any] = {n: bindparam(n) for n in updates[0] if n != "key"}
-            statement = update(table).where(table.c.id == bindparam("key")).values(columns)
-            await self._session.execute(statement, updates)
+            await self._connection.execute(_UPDATES[table.name], updates)
+
+
+def _update_by_key(table: Table) -> Update:
+    # Every column but the key from a bound parameter of its own name: the rows are whole
+    # domain records, so every update sets every column.
+    columns: dict[str, Any] = {c.name: bindparam(c.name) for c in table.c if c.name != "id"}
+    return update(table).where(table.c.id == bindparam("key")).values(columns)
+
+
+# Built once: a statement built per flush costs a cache-key computation every time.
+_INSERTS: dict[str, Insert] = {
+    t.name: insert(t)
+    for t in (
+        statements.profiles,
+        statements.sessions,
+        statements.tracked_events,
+        statements.system_events,
+    )
+}
+_UPDATES: dict[str, Update] = {
+    t.name: _update_by_key(t) for t in (statements.profiles, statements.sessions)
+}

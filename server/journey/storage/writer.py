@@ -66,8 +66,8 @@ class Writer:
 
     async def start(self) -> None:
         """Read the last position and start the writer task."""
-        async with self._database.sessions() as session:
-            last = await session.scalar(select(func.max(SystemEventRow.position)))
+        async with self._database.engine.connect() as connection:
+            last = await connection.scalar(select(func.max(SystemEventRow.position)))
         self._position = int(last or 0)
         self._task = asyncio.create_task(self._run(), name="journey-writer")
 
@@ -140,12 +140,12 @@ class Writer:
 
         results: list[tuple[_Item[Any], Any, BaseException | None]] = []
         try:
-            async with self._database.sessions() as session, session.begin():
+            async with self._database.engine.begin() as connection:
                 if self._uncertain:
-                    last = await session.scalar(select(func.max(SystemEventRow.position)))
+                    last = await connection.scalar(select(func.max(SystemEventRow.position)))
                     start = self._position = int(last or 0)
                     self._uncertain = False
-                uow = UnitOfWork(session, next_position)
+                uow = UnitOfWork(connection, next_position)
                 await uow.preload(Keys.union(i.keys for i in batch))
                 for item in batch:
                     writes = uow.writes
