@@ -96,7 +96,8 @@ def decide_track(
         event_id = event.id or new_id()
         seen.add(event_id)
         event_ids.append(event_id)
-        fresh.append(replace(event, id=event_id))
+        # Most clients send ids: copy the event only when it needs one.
+        fresh.append(event if event.id else replace(event, id=event_id))
 
     if not fresh:
         # A retry of a call that was stored already: answer as the original call did.

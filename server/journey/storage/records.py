@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
+import operator
+import typing
+from collections.abc import Callable
 from typing import Any
 
 from sqlalchemy import Row
@@ -54,20 +57,31 @@ def system_event_from_row(row: Row[Any]) -> SystemEvent:
 
 def values(record: Any) -> dict[str, Any]:
     """A domain dataclass as column values; enums become their integers."""
+    shape = _SHAPES.get(type(record)) or _shape(type(record))
     # Shallow on purpose: asdict() would deep-copy every properties dict.
-    out = {name: getattr(record, name) for name in _field_names(type(record))}
-    for key, value in out.items():
-        if isinstance(value, SessionState | SystemEventType):
-            out[key] = int(value)
+    out = dict(zip(shape.names, shape.read(record), strict=True))
+    for name in shape.enums:
+        out[name] = int(out[name])
     return out
 
 
-_FIELD_NAMES: dict[type, tuple[str, ...]] = {}
+@dataclasses.dataclass(frozen=True)
+class _Shape:
+    names: tuple[str, ...]
+    read: Callable[[Any], tuple[Any, ...]]
+    enums: tuple[str, ...]
 
 
-def _field_names(cls: type) -> tuple[str, ...]:
-    # dataclasses.fields() rebuilds its tuple on every call; this runs once per staged row.
-    names = _FIELD_NAMES.get(cls)
-    if names is None:
-        names = _FIELD_NAMES[cls] = tuple(f.name for f in dataclasses.fields(cls))
-    return names
+_SHAPES: dict[type, _Shape] = {}
+
+
+def _shape(cls: type) -> _Shape:
+    # Worked out once per class: values() runs once per staged row, and dataclasses.fields()
+    # and a per-value isinstance were most of its cost.
+    hints = typing.get_type_hints(cls)
+    names = tuple(f.name for f in dataclasses.fields(cls))
+    enums = tuple(n for n in names if hints[n] in (SessionState, SystemEventType))
+    if len(names) < 2:
+        raise TypeError(f"{cls.__name__} has fewer than two fields")  # attrgetter's shape
+    shape = _SHAPES[cls] = _Shape(names, operator.attrgetter(*names), enums)
+    return shape

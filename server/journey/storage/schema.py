@@ -11,6 +11,7 @@ from sqlalchemy.types import TypeDecorator
 
 ID_LENGTH = 128
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
 
 
 class UtcMicros(TypeDecorator[datetime]):
@@ -27,7 +28,7 @@ class UtcMicros(TypeDecorator[datetime]):
         """Convert an aware datetime to microseconds."""
         if value is None:
             return None
-        return (value - _EPOCH) // timedelta(microseconds=1)
+        return (value - _EPOCH) // _MICROSECOND
 
     def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
         """Convert microseconds back to an aware UTC datetime."""
