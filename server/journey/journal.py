@@ -72,11 +72,11 @@ class Journal:
         """Store the events and the system events they cause, atomically."""
         self._check_source(command.source_id)
 
-        async def work(uow: UnitOfWork) -> TrackResult:
-            session = await uow.session(command.session_id)
-            profile = await uow.profile(profile_id_to_load(command, session))
+        def work(uow: UnitOfWork) -> TrackResult:
+            session = uow.session(command.session_id)
+            profile = uow.profile(profile_id_to_load(command, session))
             client_ids = {e.id for e in command.events if e.id}
-            stored = await uow.stored_events(command.source_id, client_ids)
+            stored = uow.stored_events(command.source_id, client_ids)
             outcome = decide_track(
                 command, session, profile, stored, self._clock.now(), self._policy, self._new_id
             )
@@ -95,8 +95,8 @@ class Journal:
     ) -> tuple[Session, tuple[SystemEvent, ...]]:
         """Close a session now."""
 
-        async def work(uow: UnitOfWork) -> tuple[Session, tuple[SystemEvent, ...]]:
-            session = await uow.session(session_id)
+        def work(uow: UnitOfWork) -> tuple[Session, tuple[SystemEvent, ...]]:
+            session = uow.session(session_id)
             if session is None:
                 raise NotFound(f"session {session_id!r} does not exist")
             outcome = decide_end(session, reason, self._clock.now(), self._policy)
@@ -109,11 +109,9 @@ class Journal:
     async def expire(self, session_ids: Collection[str]) -> tuple[SystemEvent, ...]:
         """End the visits and close the sessions among these whose timeouts have run out."""
 
-        async def work(uow: UnitOfWork) -> tuple[SystemEvent, ...]:
+        def work(uow: UnitOfWork) -> tuple[SystemEvent, ...]:
             now = self._clock.now()
-            outcomes = [
-                decide_expiry(s, now, self._policy) for s in await uow.sessions(session_ids)
-            ]
+            outcomes = [decide_expiry(s, now, self._policy) for s in uow.sessions(session_ids)]
             events: list[SystemEvent] = []
             for outcome in outcomes:
                 if outcome is not None:

@@ -160,7 +160,7 @@ async def test_sqlite_reads_locked_out_give_unavailable(sqlite_file: Path) -> No
         # too (WAL without shared memory), until it closes.
         # The server's pooled connections must let go first; the sweeper may take one back
         # meanwhile, so the busy timeout lets this connection wait for it.
-        await h.server.database.engine.dispose()
+        await h.server.database.close()
         other = sqlite3.connect(
             sqlite_file, isolation_level=None, timeout=10, check_same_thread=False
         )
@@ -169,7 +169,7 @@ async def test_sqlite_reads_locked_out_give_unavailable(sqlite_file: Path) -> No
             await asyncio.to_thread(other.execute, "BEGIN IMMEDIATE")
             other.execute("CREATE TABLE IF NOT EXISTS lock_holder (x INTEGER)")
             other.execute("COMMIT")
-            await h.server.database.engine.dispose()
+            await h.server.database.close()
             # Each read waits busy_timeout (5 s) for the lock, so only two of the reads here;
             # the PostgreSQL test above covers every read.
             for read in (
@@ -189,7 +189,7 @@ async def test_sqlite_full_gives_unavailable_then_recovers(sqlite_file: Path) ->
     settings = Settings(listen="127.0.0.1:0", database_url=f"sqlite+aiosqlite:///{sqlite_file}")
     async with serving(settings) as h:
         await track(h, "before")
-        engine = h.server.database.engine.sync_engine
+        engines = h.server.database.sync_engines
 
         def no_more_pages(dbapi_connection: Any, _record: Any) -> None:
             # The file may not grow by a single page: to SQLite, the disk is full.
@@ -199,8 +199,9 @@ async def test_sqlite_full_gives_unavailable_then_recovers(sqlite_file: Path) ->
             cursor.execute(f"PRAGMA max_page_count={pages}")
             cursor.close()
 
-        event.listen(engine, "connect", no_more_pages)
-        await h.server.database.engine.dispose()
+        for engine in engines:
+            event.listen(engine, "connect", no_more_pages)
+        await h.server.database.close()
         try:
             big = "x" * 60_000  # needs fresh pages whatever the free space
             for i in range(3):
@@ -208,8 +209,9 @@ async def test_sqlite_full_gives_unavailable_then_recovers(sqlite_file: Path) ->
                 assert await code_of(full) == grpc.StatusCode.UNAVAILABLE
             await assert_serving(h)
         finally:
-            event.remove(engine, "connect", no_more_pages)
-            await h.server.database.engine.dispose()
+            for engine in engines:
+                event.remove(engine, "connect", no_more_pages)
+            await h.server.database.close()
         await eventually_ok(lambda: track(h, "after", text="x" * 60_000))
         for i in range(3):
             await assert_not_stored(h, f"full-{i}")

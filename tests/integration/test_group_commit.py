@@ -43,13 +43,13 @@ async def test_a_refused_or_failing_call_leaves_the_rest_of_its_batch_committed(
     writer = Writer(database, published.extend)
     await writer.start()
 
-    async def good(uow: UnitOfWork) -> tuple[SystemEvent, ...]:
+    def good(uow: UnitOfWork) -> tuple[SystemEvent, ...]:
         return uow.apply(one_event("good"))
 
-    async def refused(uow: UnitOfWork) -> None:
+    def refused(uow: UnitOfWork) -> None:
         raise FailedPrecondition("no")
 
-    async def broken(uow: UnitOfWork) -> None:
+    def broken(uow: UnitOfWork) -> None:
         uow.apply(one_event("broken"))
         raise RuntimeError("a bug after staging")
 

@@ -1,4 +1,4 @@
-"""Opening the database: the engine, SQLite's pragmas, the schema and the session factory."""
+"""Opening the database: the engines, SQLite's pragmas, the schema and the session factory."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import event
-from sqlalchemy.engine import make_url
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.engine import URL, make_url
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -20,18 +20,31 @@ from journey.storage.schema import Base
 
 @dataclass(frozen=True)
 class Database:
-    """The engine and the one session factory built from it."""
+    """The engine, the one session factory built from it, and on SQLite the writer's engine."""
 
     engine: AsyncEngine
     sessions: async_sessionmaker[AsyncSession]
+    # SQLite only: a synchronous engine on the same file for the writer's own thread. Through
+    # aiosqlite every statement costs several hand-offs between the event loop and a driver
+    # thread; the writer runs a whole group commit in its thread in one.
+    writer_engine: Engine | None = None
 
     @property
     def is_sqlite(self) -> bool:
         """Whether this is the embedded SQLite database."""
         return self.engine.dialect.name == "sqlite"
 
+    @property
+    def sync_engines(self) -> tuple[Engine, ...]:
+        """The synchronous engines underneath, where connection events are listened for."""
+        if self.writer_engine is None:
+            return (self.engine.sync_engine,)
+        return (self.engine.sync_engine, self.writer_engine)
+
     async def close(self) -> None:
-        """Close every pooled connection."""
+        """Close every pooled connection (the engines open new ones if asked again)."""
+        if self.writer_engine is not None:
+            self.writer_engine.dispose()
         await self.engine.dispose()
 
 
@@ -66,12 +79,24 @@ async def open_database(url: str, *, sqlite_synchronous: str = "FULL") -> Databa
             pool_size=10, max_overflow=10, pool_pre_ping=True, connect_args={"timeout": 5}
         )
     engine = create_async_engine(url, **kwargs)
+    writer_engine = None
     if engine.dialect.name == "sqlite":
-        event.listen(engine.sync_engine, "connect", _sqlite_pragmas(sqlite_synchronous))
+        pragmas = _sqlite_pragmas(sqlite_synchronous)
+        event.listen(engine.sync_engine, "connect", pragmas)
+        if _is_sqlite_file(engine.url):
+            writer_engine = create_engine(engine.url.set(drivername="sqlite+pysqlite"))
+            event.listen(writer_engine, "connect", pragmas)
     try:
         async with engine.begin() as connection:
             await connection.run_sync(Base.metadata.create_all)
     except BaseException:
+        if writer_engine is not None:
+            writer_engine.dispose()
         await engine.dispose()
         raise
-    return Database(engine, async_sessionmaker(engine, expire_on_commit=False))
+    return Database(engine, async_sessionmaker(engine, expire_on_commit=False), writer_engine)
+
+
+def _is_sqlite_file(url: URL) -> bool:
+    # An in-memory database is private to its connection: a second engine would see another.
+    return url.database not in (None, "", ":memory:") and "mode=memory" not in str(url)

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Collection, Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Insert, Table, Update, bindparam, insert, update
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy import Connection, Insert, Table, Update, bindparam, insert, update
 
 from journey.domain.model import Profile, Session, SystemEvent
 from journey.domain.rules import Outcome, StoredEventRef
@@ -41,14 +40,16 @@ class Keys:
 class UnitOfWork:
     """Reads preloaded rows, then the database, and sees what earlier calls staged; flushes once.
 
-    Each statement costs a round trip, and on SQLite a thread hop as well, so a group commit
-    issues a few statements per batch instead of several per call.
+    Synchronous: the writer runs a whole group commit in one go, on SQLite in its own thread.
+    Each statement still costs a round trip, so a group commit issues a few statements per
+    batch instead of several per call.
     """
 
-    def __init__(self, connection: AsyncConnection, next_position: Callable[[], int]) -> None:
+    def __init__(self, connection: Connection, last_position: int) -> None:
         # A Core connection, not an ORM session: the ORM layer only added per-statement cost.
         self._connection = connection
-        self._next_position = next_position
+        # The position of the last system event stored or staged.
+        self.last_position = last_position
         self._sessions: dict[str, Session] = {}
         self._profiles: dict[str, Profile] = {}
         self._new_sessions: set[str] = set()
@@ -63,24 +64,24 @@ class UnitOfWork:
         self.appended: list[SystemEvent] = []
         self.writes = 0
 
-    async def preload(self, keys: Keys) -> None:
+    def preload(self, keys: Keys) -> None:
         """Load the batch's sessions, their profiles and its known event ids in a few queries."""
         if keys.sessions:
-            result = await self._connection.execute(statements.sessions_by_ids(keys.sessions))
+            result = self._connection.execute(statements.sessions_by_ids(keys.sessions))
             found = {s.id: s for s in map(session_from_row, result)}
             self._loaded_sessions.update({i: found.get(i) for i in keys.sessions})
         profile_ids = keys.profiles | {s.profile_id for s in self._loaded_sessions.values() if s}
         if profile_ids:
-            result = await self._connection.execute(statements.profiles_by_ids(profile_ids))
+            result = self._connection.execute(statements.profiles_by_ids(profile_ids))
             profiles = {p.id: p for p in map(profile_from_row, result)}
             self._loaded_profiles.update({i: profiles.get(i) for i in profile_ids})
         by_source: dict[str, list[str]] = {}
         for source_id, event_id in keys.events:
             by_source.setdefault(source_id, []).append(event_id)
         for source_id, event_ids in by_source.items():
-            await self.stored_events(source_id, event_ids)
+            self.stored_events(source_id, event_ids)
 
-    async def session(self, session_id: str) -> Session | None:
+    def session(self, session_id: str) -> Session | None:
         """The session with this id, if stored or staged."""
         if not session_id:
             return None
@@ -88,10 +89,10 @@ class UnitOfWork:
             return self._sessions[session_id]
         if session_id in self._loaded_sessions:
             return self._loaded_sessions[session_id]
-        row = (await self._connection.execute(statements.session_by_id(session_id))).first()
+        row = (self._connection.execute(statements.session_by_id(session_id))).first()
         return session_from_row(row) if row is not None else None
 
-    async def sessions(self, session_ids: Collection[str]) -> list[Session]:
+    def sessions(self, session_ids: Collection[str]) -> list[Session]:
         """The sessions among these ids that are stored or staged."""
         found: list[Session] = []
         missing: list[str] = []
@@ -102,11 +103,11 @@ class UnitOfWork:
             elif i not in self._loaded_sessions:
                 missing.append(i)
         if missing:
-            result = await self._connection.execute(statements.sessions_by_ids(missing))
+            result = self._connection.execute(statements.sessions_by_ids(missing))
             found.extend(session_from_row(row) for row in result)
         return found
 
-    async def profile(self, profile_id: str) -> Profile | None:
+    def profile(self, profile_id: str) -> Profile | None:
         """The profile with this id, if stored or staged."""
         if not profile_id:
             return None
@@ -114,17 +115,17 @@ class UnitOfWork:
             return self._profiles[profile_id]
         if profile_id in self._loaded_profiles:
             return self._loaded_profiles[profile_id]
-        row = (await self._connection.execute(statements.profile_by_id(profile_id))).first()
+        row = (self._connection.execute(statements.profile_by_id(profile_id))).first()
         return profile_from_row(row) if row is not None else None
 
-    async def stored_events(
+    def stored_events(
         self, source_id: str, event_ids: Collection[str]
     ) -> dict[str, StoredEventRef]:
         """Which of these client event ids this source already stored or staged, and where."""
         found = {i: self._stored[source_id, i] for i in event_ids if (source_id, i) in self._stored}
         missing = [i for i in event_ids if i not in found and (source_id, i) not in self._known_new]
         if missing:
-            result = await self._connection.execute(statements.stored_events(source_id, missing))
+            result = self._connection.execute(statements.stored_events(source_id, missing))
             for row in result:
                 ref = StoredEventRef(row.profile_id, row.session_id)
                 found[row.event_id] = self._stored[source_id, row.event_id] = ref
@@ -150,9 +151,11 @@ class UnitOfWork:
             row = values(event)
             row["event_id"] = row.pop("id")
             self._tracked.append(row)
+        first = self.last_position + 1
+        self.last_position += len(outcome.system_events)
         events = tuple(
             SystemEvent(
-                position=self._next_position(),
+                position=position,
                 id=str(uuid.uuid4()),
                 type=d.type,
                 occur_time=d.occur_time,
@@ -161,31 +164,31 @@ class UnitOfWork:
                 source_id=d.source_id,
                 properties=d.properties,
             )
-            for d in outcome.system_events
+            for position, d in enumerate(outcome.system_events, first)
         )
         self.appended.extend(events)
         self.writes += 1
         return events
 
-    async def flush(self) -> None:
+    def flush(self) -> None:
         """Write everything staged: one executemany per table and kind."""
-        await self._upsert(statements.profiles, self._profiles, self._new_profiles)
-        await self._upsert(statements.sessions, self._sessions, self._new_sessions)
+        self._upsert(statements.profiles, self._profiles, self._new_profiles)
+        self._upsert(statements.sessions, self._sessions, self._new_sessions)
         if self._tracked:
-            await self._connection.execute(_INSERTS[statements.tracked_events.name], self._tracked)
+            self._connection.execute(_INSERTS[statements.tracked_events.name], self._tracked)
         if self.appended:
             rows = [values(e) for e in self.appended]
-            await self._connection.execute(_INSERTS[statements.system_events.name], rows)
+            self._connection.execute(_INSERTS[statements.system_events.name], rows)
 
-    async def _upsert(self, table: Table, staged: dict[str, Any], new: set[str]) -> None:
+    def _upsert(self, table: Table, staged: dict[str, Any], new: set[str]) -> None:
         inserts = [values(v) for k, v in staged.items() if k in new]
         updates = [values(v) for k, v in staged.items() if k not in new]
         if inserts:
-            await self._connection.execute(_INSERTS[table.name], inserts)
+            self._connection.execute(_INSERTS[table.name], inserts)
         if updates:
             for row in updates:
                 row["key"] = row.pop("id")
-            await self._connection.execute(_UPDATES[table.name], updates)
+            self._connection.execute(_UPDATES[table.name], updates)
 
 
 def _update_by_key(table: Table) -> Update:

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
-from sqlalchemy import func, select
+from sqlalchemy import Connection, func, select
 
 from journey.domain.errors import JourneyError, Unavailable
 from journey.domain.model import SystemEvent
@@ -20,7 +21,8 @@ from journey.storage.unit_of_work import Keys, UnitOfWork
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
-Work = Callable[[UnitOfWork], Awaitable[T]]
+# Synchronous: it may run on the writer's thread, so it must not touch the event loop.
+Work = Callable[[UnitOfWork], T]
 OnCommit = Callable[[Sequence[SystemEvent]], None]
 
 MAX_BATCH = 256
@@ -50,6 +52,9 @@ class Writer:
 
     def __init__(self, database: Database, on_commit: OnCommit, queue_size: int = 1024) -> None:
         self._database = database
+        # With a writer engine (SQLite) each group commit runs on this one thread in a single
+        # hand-off; otherwise on the event loop through the async engine.
+        self._thread: ThreadPoolExecutor | None = None
         self._on_commit = on_commit
         self._queue: asyncio.Queue[_Item[Any] | None] = asyncio.Queue(maxsize=queue_size)
         self._task: asyncio.Task[None] | None = None
@@ -69,6 +74,8 @@ class Writer:
         async with self._database.engine.connect() as connection:
             last = await connection.scalar(select(func.max(SystemEventRow.position)))
         self._position = int(last or 0)
+        if self._database.writer_engine is not None:
+            self._thread = ThreadPoolExecutor(1, thread_name_prefix="journey-writer")
         self._task = asyncio.create_task(self._run(), name="journey-writer")
 
     async def submit(self, work: Work[T], keys: Keys = NO_KEYS) -> T:
@@ -88,7 +95,12 @@ class Writer:
         if self._task is None:
             return
         await self._queue.put(None)
-        await self._task
+        try:
+            await self._task
+        finally:
+            if self._thread is not None:
+                # Off the loop: it waits for a transaction still running, if any.
+                await asyncio.to_thread(self._thread.shutdown)
 
     async def _run(self) -> None:
         pending: list[_Item[Any]] = []
@@ -132,48 +144,73 @@ class Writer:
 
     async def _attempt(self, batch: list[_Item[Any]]) -> BaseException | None:
         """Run the batch in one transaction; None if it committed, else what failed it."""
-        start = self._position
-
-        def next_position() -> int:
-            self._position += 1
-            return self._position
-
-        results: list[tuple[_Item[Any], Any, BaseException | None]] = []
         try:
-            async with self._database.engine.begin() as connection:
-                if self._uncertain:
-                    last = await connection.scalar(select(func.max(SystemEventRow.position)))
-                    start = self._position = int(last or 0)
-                    self._uncertain = False
-                uow = UnitOfWork(connection, next_position)
-                await uow.preload(Keys.union(i.keys for i in batch))
-                for item in batch:
-                    writes = uow.writes
-                    try:
-                        results.append((item, await item.work(uow), None))
-                    except JourneyError as refused:
-                        if uow.writes != writes:
-                            raise
-                        results.append((item, None, refused))
-                await uow.flush()
+            if self._thread is not None:
+                loop = asyncio.get_running_loop()
+                done = await loop.run_in_executor(self._thread, self._in_thread, batch)
+            else:
+                async with self._database.engine.begin() as connection:
+                    done = await connection.run_sync(self._transaction, batch)
+        except asyncio.CancelledError:
+            # The thread may still commit: whether it did is unknown.
+            self._uncertain = True
+            raise
         except Exception as failed:
-            self._position = start
             storage_failed = isinstance(failed, FAILURES)
             self._uncertain = self._uncertain or storage_failed
             if len(batch) == 1:
                 log.warning("commit failed: %r", failed)
                 _settle(batch[0], None, unavailable(failed) if storage_failed else failed)
             return failed
-        if uow.appended:
+        self._position = done.last_position
+        self._uncertain = False
+        if done.appended:
             try:
-                self._on_commit(uow.appended)
+                self._on_commit(done.appended)
             except Exception:
                 # The commit stands and its callers must hear so; a bug in publishing must not
                 # stop every later write as well.
-                log.exception("publishing positions %d..%d failed", start + 1, self._position)
-        for item, result, refusal in results:
+                log.exception("publishing up to position %d failed", done.last_position)
+        for item, result, refusal in done.results:
             _settle(item, result, refusal)
         return None
+
+    def _in_thread(self, batch: list[_Item[Any]]) -> _Committed:
+        assert self._database.writer_engine is not None
+        with self._database.writer_engine.begin() as connection:
+            return self._transaction(connection, batch)
+
+    def _transaction(self, connection: Connection, batch: list[_Item[Any]]) -> _Committed:
+        """The batch's reads, rules and writes, inside `connection`'s transaction.
+
+        It runs off the event loop on SQLite, so it reads the writer's state but never changes
+        it, and leaves the items' futures alone; _attempt applies the outcome once committed.
+        """
+        last = self._position
+        if self._uncertain:
+            last = int(connection.scalar(select(func.max(SystemEventRow.position))) or 0)
+        uow = UnitOfWork(connection, last)
+        uow.preload(Keys.union(i.keys for i in batch))
+        results: list[tuple[_Item[Any], Any, BaseException | None]] = []
+        for item in batch:
+            writes = uow.writes
+            try:
+                results.append((item, item.work(uow), None))
+            except JourneyError as refused:
+                if uow.writes != writes:
+                    raise
+                results.append((item, None, refused))
+        uow.flush()
+        return _Committed(results, uow.appended, uow.last_position)
+
+
+@dataclass(frozen=True)
+class _Committed:
+    """What a committed transaction did: each call's result or refusal, the events it added."""
+
+    results: list[tuple[_Item[Any], Any, BaseException | None]]
+    appended: list[SystemEvent]
+    last_position: int
 
 
 def _settle(item: _Item[Any], result: Any, error: BaseException | None) -> None:
