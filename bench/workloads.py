@@ -7,11 +7,17 @@ WorkloadError, and so does any failed call; speed is only measured, never judged
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import itertools
+import math
+import multiprocessing
 import statistics
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from multiprocessing.connection import Connection
+from multiprocessing.process import BaseProcess
+from multiprocessing.sharedctypes import SynchronizedArray
 from typing import Any
 
 import grpc
@@ -23,7 +29,10 @@ Result = dict[str, Any]
 # Separate TCP connections: grpc would otherwise share one connection between channels.
 CHANNEL_OPTIONS = [("grpc.use_local_subchannel_pool", 1)]
 STREAMS_PER_CHANNEL = 100
+SUBSCRIBERS_PER_CHANNEL = 10
 DRAIN_SECONDS = 120.0
+# For a spawned process to import grpc and open its subscriptions.
+STARTUP_SECONDS = 90.0
 
 
 class WorkloadError(Exception):
@@ -92,6 +101,9 @@ class Subscriber:
 
     stub: pb.SystemEventServiceAsyncStub
     request: pb.SubscribeRequest
+    # Where another process reads how many events this subscriber has: counts[slot].
+    counts: SynchronizedArray[int] | None = None
+    slot: int = 0
     received: dict[str, float] = field(default_factory=dict)
     last_position: int = 0
     caught_up: asyncio.Event = field(default_factory=asyncio.Event)
@@ -111,6 +123,8 @@ class Subscriber:
                     raise WorkloadError(f"event at position {event.position} delivered twice")
                 self.received[event.id] = time.perf_counter()
                 self.last_position = event.position
+                if self.counts is not None:
+                    self.counts[self.slot] = len(self.received)
                 self.changed.set()
             elif kind == "caught_up":
                 self.caught_up.set()
@@ -132,11 +146,15 @@ class Subscriber:
 
 
 async def subscribe_all(
-    chans: list[grpc.aio.Channel], count: int, request: pb.SubscribeRequest
+    chans: list[grpc.aio.Channel],
+    count: int,
+    request: pb.SubscribeRequest,
+    counts: SynchronizedArray[int] | None = None,
 ) -> list[Subscriber]:
     """Open `count` subscriptions over the channels and wait until every one is caught up."""
     subscribers = [
-        Subscriber(pb.SystemEventServiceStub(chans[i % len(chans)]), request) for i in range(count)
+        Subscriber(pb.SystemEventServiceStub(chans[i % len(chans)]), request, counts, i)
+        for i in range(count)
     ]
     for s in subscribers:
         s.start()
@@ -186,38 +204,166 @@ async def _finish(subscribers: list[Subscriber], ids: set[str]) -> None:
         await s.stop()
 
 
-async def fan_out(target: str, subscribers: int, seconds: float, window: int) -> Result:
+async def _receive(conn: Connection) -> Any:
+    """The next message on `conn`, without blocking the event loop; EOFError if none can come."""
+    loop = asyncio.get_running_loop()
+    readable = asyncio.Event()
+    fd = conn.fileno()  # kept: the connection may be closed by the time this is cancelled
+    loop.add_reader(fd, readable.set)
+    try:
+        await readable.wait()
+    finally:
+        loop.remove_reader(fd)
+    return conn.recv()
+
+
+async def _subscriber_group(
+    target: str, counts: SynchronizedArray[int], conn: Connection, seconds: float
+) -> float:
+    """Scenario 3's subscribers in one process: ready, then the ids, then the last receipt."""
+    chans = channels(target, math.ceil(len(counts) / SUBSCRIBERS_PER_CHANNEL))
+    try:
+        subs = await subscribe_all(chans, len(counts), pb.SubscribeRequest(end=Empty()), counts)
+        conn.send(None)
+        # The parent sends the produced ids when its producers stop; a stream failing before
+        # that is reported at once, or the producers would wait for it forever.
+        ids = asyncio.ensure_future(_receive(conn))
+        await _until(subs, lambda _: asyncio.wait([ids]), seconds + DRAIN_SECONDS, "hear the ids")
+        await _finish(subs, set(ids.result()))
+    except grpc.aio.AioRpcError as error:
+        raise WorkloadError(f"call failed: {error.code().name} {error.details()}") from error
+    finally:
+        await close_all(chans)
+    return max(max(s.received.values(), default=0.0) for s in subs)
+
+
+def subscriber_process(
+    target: str, counts: SynchronizedArray[int], conn: Connection, seconds: float
+) -> None:
+    """Entry point of a subscriber process: its messages are None, then a time, or an error."""
+    try:
+        conn.send(asyncio.run(_subscriber_group(target, counts, conn, seconds)))
+    except WorkloadError as error:
+        conn.send(str(error))
+    except EOFError:
+        pass  # the parent has gone, and nobody is left to tell
+
+
+@dataclass
+class _Group:
+    """A subscriber process, seen from the producers' side."""
+
+    process: BaseProcess
+    counts: SynchronizedArray[int]
+    conn: Connection
+
+    async def reply(self) -> float | None:
+        """The process's next message; its error, or its early end, raises WorkloadError."""
+        try:
+            message: float | str | None = await _receive(self.conn)
+        except EOFError:
+            self.process.join(1.0)
+            raise WorkloadError(
+                f"a subscriber process ended with exit code {self.process.exitcode}"
+            ) from None
+        if isinstance(message, str):
+            raise WorkloadError(message)
+        return message
+
+    def stop(self) -> None:
+        """End the process, whatever it is doing: after its last message it has nothing to do."""
+        self.conn.close()
+        self.process.terminate()
+        self.process.join(5.0)
+        if self.process.is_alive():
+            self.process.kill()
+            self.process.join()
+
+
+def _start_group(target: str, count: int, seconds: float) -> _Group:
+    """A process of `count` subscribers."""
+    # Spawned, never forked: grpc's threads and state do not survive a fork.
+    context = multiprocessing.get_context("spawn")
+    # One writer per slot, so no lock: a reader may see a count one event old, no worse.
+    counts = context.Array(ctypes.c_int64, count, lock=False)
+    ours, theirs = context.Pipe()
+    process = context.Process(
+        target=subscriber_process, args=(target, counts, theirs, seconds), daemon=True
+    )
+    process.start()
+    theirs.close()  # so that the process's death reads as end-of-file here
+    return _Group(process, counts, ours)
+
+
+async def fan_out(
+    target: str, subscribers: int, seconds: float, window: int, processes: int
+) -> Result:
     """Scenario 3: new-session Tracks fanned out to `subscribers` live streams.
 
-    The producers hold back while the slowest subscriber is more than `window` events behind,
-    so the figure is the rate the server sustains, not how fast buffers fill.
+    The subscribers are spread over `processes` processes, so that the figure is not one
+    process's client CPU. The producers hold back while the slowest subscriber is more than
+    `window` events behind, so the figure is the rate the server sustains, not how fast
+    buffers fill. Every process checks that each of its subscribers got exactly the produced
+    events, in order, and reports its last receipt; perf_counter is CLOCK_MONOTONIC on Linux,
+    the same clock in every process.
     """
-    chans = channels(target, max(1, subscribers // 10))
     producer_chan = channels(target, 1)
+    groups: list[_Group] = []
+    ready: list[asyncio.Future[float | None]] = []
+    replies: list[asyncio.Future[float | None]] = []
     try:
-        subs = await subscribe_all(chans, subscribers, pb.SubscribeRequest(end=Empty()))
+        processes = min(processes, subscribers)
+        for i in range(processes):
+            share = subscribers // processes + (i < subscribers % processes)
+            groups.append(_start_group(target, share, seconds))
+        ready = [asyncio.ensure_future(g.reply()) for g in groups]
+        async with asyncio.timeout(STARTUP_SECONDS):
+            await asyncio.gather(*ready)
+        # Each process's next message: its last receipt, or an error that ends the run early.
+        replies = [asyncio.ensure_future(g.reply()) for g in groups]
         produced: set[str] = set()
         start = time.perf_counter()
         stop_at = start + seconds
         stub = pb.TrackerServiceStub(producer_chan[0])
+
+        def slowest() -> int:
+            return min(min(g.counts[:]) for g in groups)
 
         async def producer(i: int) -> None:
             for call in itertools.count():
                 if time.perf_counter() >= stop_at:
                     return
                 # Polled: a wake-up per received event would cost more than the poll.
-                while len(produced) - min(len(s.received) for s in subs) > window:  # noqa: ASYNC110
+                while len(produced) - slowest() > window:  # noqa: ASYNC110
                     await asyncio.sleep(0.001)
                 response = await stub.Track(track_request(1000 + i, call, "", 1))
                 produced.update(e.id for e in response.system_events)
 
-        await asyncio.gather(*(producer(i) for i in range(4)))
-        await _finish(subs, produced)
-        end = max(max(s.received.values(), default=start) for s in subs)
+        production = asyncio.ensure_future(asyncio.gather(*(producer(i) for i in range(4))))
+        waiting: list[asyncio.Future[Any]] = [production, *replies]
+        await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+        if not production.done():
+            production.cancel()
+            for reply in replies:
+                if reply.done():
+                    reply.result()  # raises the process's error
+        production.result()
+        for g in groups:
+            g.conn.send(list(produced))
+        async with asyncio.timeout(DRAIN_SECONDS + STARTUP_SECONDS):
+            ends = await asyncio.gather(*replies)
+    except TimeoutError:
+        raise WorkloadError("a subscriber process did not answer in time") from None
     except grpc.aio.AioRpcError as error:
         raise WorkloadError(f"call failed: {error.code().name} {error.details()}") from error
     finally:
-        await close_all(chans + producer_chan)
+        for reader in ready + replies:
+            reader.cancel()
+        await asyncio.gather(*ready, *replies, return_exceptions=True)
+        for g in groups:
+            g.stop()
+        await close_all(producer_chan)
+    end = max(start, *(e for e in ends if e is not None))
     delivered = len(produced) * subscribers
     return {"delivered_per_s": delivered / (end - start), "delivered": delivered}
 
