@@ -121,6 +121,13 @@ class Subscriber:
                 event = message.event
                 if event.id in self.received or event.position <= self.last_position:
                     raise WorkloadError(f"event at position {event.position} delivered twice")
+                # Unfiltered, positions run without gaps on both servers: a jump is a loss,
+                # reported now rather than by a drain that never ends.
+                gapless = not self.request.HasField("filter")
+                if gapless and self.last_position and event.position != self.last_position + 1:
+                    raise WorkloadError(
+                        f"event at position {event.position} after {self.last_position}"
+                    )
                 self.received[event.id] = time.perf_counter()
                 self.last_position = event.position
                 if self.counts is not None:
