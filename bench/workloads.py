@@ -413,6 +413,9 @@ async def live_latency(
         raise WorkloadError(f"call failed: {error.code().name} {error.details()}") from error
     finally:
         await close_all(chans + producer_chan)
+    if not ids:
+        # The calls' client ids were stored before (a server that is not fresh): no new events.
+        raise WorkloadError("the Tracks caused no system events; the benchmark needs a fresh log")
     # An event can reach a subscriber before its Track reply reaches the caller: that counts 0.
     latencies = sorted(max(0.0, s.received[i] - replied[i]) * 1000 for s in subs for i in ids)
     return {
