@@ -25,9 +25,15 @@ async def test_each_connection_runs_in_wal_with_the_configured_synchronous(
         async with database.engine.connect() as connection:
             synchronous = (await connection.execute(text("PRAGMA synchronous"))).scalar()
             journal = (await connection.execute(text("PRAGMA journal_mode"))).scalar()
+        # The writer commits through its own engine: the setting must hold there above all.
+        assert database.writer_engine is not None
+        with database.writer_engine.connect() as writer:
+            writer_synchronous = writer.execute(text("PRAGMA synchronous")).scalar()
+            writer_journal = writer.execute(text("PRAGMA journal_mode")).scalar()
     finally:
         await database.close()
     assert (synchronous, journal) == (LEVELS[mode], "wal")
+    assert (writer_synchronous, writer_journal) == (LEVELS[mode], "wal")
 
 
 def test_the_default_is_full_and_only_normal_or_full_are_accepted() -> None:
