@@ -89,7 +89,7 @@ class UnitOfWork:
             return self._sessions[session_id]
         if session_id in self._loaded_sessions:
             return self._loaded_sessions[session_id]
-        row = (self._connection.execute(statements.session_by_id(session_id))).first()
+        row = self._connection.execute(statements.session_by_id(session_id)).first()
         return session_from_row(row) if row is not None else None
 
     def sessions(self, session_ids: Collection[str]) -> list[Session]:
@@ -115,7 +115,7 @@ class UnitOfWork:
             return self._profiles[profile_id]
         if profile_id in self._loaded_profiles:
             return self._loaded_profiles[profile_id]
-        row = (self._connection.execute(statements.profile_by_id(profile_id))).first()
+        row = self._connection.execute(statements.profile_by_id(profile_id)).first()
         return profile_from_row(row) if row is not None else None
 
     def stored_events(
