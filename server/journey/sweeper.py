@@ -22,6 +22,8 @@ RETRYABLE: tuple[type[BaseException], ...] = (*FAILURES, Unavailable)
 # Sessions opened while the sweeper sleeps may time out sooner than the deadline it
 # slept toward; waking at least this often keeps every timeout within a second.
 MAX_IDLE_SECONDS = 0.5
+# How long stop() lets a sweep under way finish before cancelling it.
+STOP_GRACE_SECONDS = 2.0
 
 
 class Sweeper:
@@ -33,15 +35,23 @@ class Sweeper:
         self._policy = policy
         self._clock = clock
         self._task: asyncio.Task[None] | None = None
+        self._stopping = False
+        self._sweeping = False
 
     def start(self) -> None:
         """Start sweeping in the background."""
         self._task = asyncio.create_task(self._run(), name="journey-sweeper")
 
     async def stop(self) -> None:
-        """Stop sweeping and wait until the task has ended."""
+        """Stop sweeping: let a sweep under way finish (within a bound), then end the task."""
         if self._task is None:
             return
+        self._stopping = True
+        if self._sweeping:
+            # Cancelled mid-query, a read can leave its connection outside the pool, where
+            # closing the database does not reach it; a sweep takes milliseconds unless the
+            # database is down, and then it is not worth waiting for.
+            await asyncio.wait([self._task], timeout=STOP_GRACE_SECONDS)
         self._task.cancel()
         # wait() does not raise the task's CancelledError, yet still lets our own through.
         await asyncio.wait([self._task])
@@ -56,6 +66,7 @@ class Sweeper:
 
     async def _run(self) -> None:
         while True:
+            self._sweeping = True
             try:
                 await self.sweep_once()
                 deadline = await self._queries.next_deadline(self._policy)
@@ -66,6 +77,10 @@ class Sweeper:
             except Exception:
                 log.exception("sweep failed")
                 deadline = None
+            finally:
+                self._sweeping = False
+            if self._stopping:
+                return
             wait = MAX_IDLE_SECONDS
             if deadline is not None:
                 wait = min(wait, (deadline - self._clock.now()).total_seconds())

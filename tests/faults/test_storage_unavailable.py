@@ -152,14 +152,23 @@ async def test_sqlite_locked_gives_unavailable_then_recovers(sqlite_file: Path) 
         assert [e.position for e in await h.all_events()] == list(range(1, 7))
 
 
+async def stop_sweeping(h: Harness) -> None:
+    """Stop the sweeper before a test closes the pooled connections under a running server.
+
+    It reads twice a second; a connection it held while the pool was closed would stay open
+    with the old pool, holding its lock, until garbage-collected (which aiosqlite warns of).
+    """
+    await h.server.sweeper.stop()
+
+
 async def test_sqlite_reads_locked_out_give_unavailable(sqlite_file: Path) -> None:
     settings = Settings(listen="127.0.0.1:0", database_url=f"sqlite+aiosqlite:///{sqlite_file}")
     async with serving(settings) as h:
         await track(h, "before")
         # An exclusive-mode connection that writes keeps every other connection out, readers
         # too (WAL without shared memory), until it closes.
-        # The server's pooled connections must let go first; the sweeper may take one back
-        # meanwhile, so the busy timeout lets this connection wait for it.
+        # The server's pooled connections must let go first.
+        await stop_sweeping(h)
         await h.server.database.close()
         other = sqlite3.connect(
             sqlite_file, isolation_level=None, timeout=10, check_same_thread=False
@@ -201,6 +210,7 @@ async def test_sqlite_full_gives_unavailable_then_recovers(sqlite_file: Path) ->
 
         for engine in engines:
             event.listen(engine, "connect", no_more_pages)
+        await stop_sweeping(h)
         await h.server.database.close()
         try:
             big = "x" * 60_000  # needs fresh pages whatever the free space
