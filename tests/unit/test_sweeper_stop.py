@@ -49,4 +49,3 @@ async def test_stop_waits_for_the_sweep_under_way() -> None:
     reads.release.set()
     await stopping
     assert reads.finished == 1
-
