@@ -207,6 +207,34 @@ class Checkpoint(_message.Message):
 Global___Checkpoint: _TypeAlias = Checkpoint  # noqa: Y015
 
 @_typing.final
+class SystemEventBatch(_message.Message):
+    """Consecutive system events of a subscription, sent when the subscriber asked
+    for `max_batch_size` above 1.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EVENTS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def events(self) -> _containers.RepeatedCompositeFieldContainer[Global___SystemEvent]:
+        """At least one event, at most `max_batch_size`, in position order, exactly
+        as they would have arrived one by one.
+        """
+
+    def __init__(
+        self,
+        *,
+        events: _abc.Iterable[Global___SystemEvent] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["events", b"events"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SystemEventBatch: _TypeAlias = SystemEventBatch  # noqa: Y015
+
+@_typing.final
 class CaughtUp(_message.Message):
     """Sent once the subscription has delivered everything stored before it went
     live; what follows arrives as it is committed.

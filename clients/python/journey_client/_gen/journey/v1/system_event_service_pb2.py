@@ -27,7 +27,7 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from journey_client._gen.journey.v1 import system_event_pb2 as journey_dot_v1_dot_system__event__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n%journey/v1/system_event_service.proto\x12\njourney.v1\x1a\x1bgoogle/protobuf/empty.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1djourney/v1/system_event.proto\"\xdf\x01\n\x10SubscribeRequest\x12\x35\n\x06\x66ilter\x18\x01 \x01(\x0b\x32\x1d.journey.v1.SystemEventFilterR\x06\x66ilter\x12\x36\n\tbeginning\x18\x02 \x01(\x0b\x32\x16.google.protobuf.EmptyH\x00R\tbeginning\x12*\n\x03\x65nd\x18\x03 \x01(\x0b\x32\x16.google.protobuf.EmptyH\x00R\x03\x65nd\x12\'\n\x0e\x61\x66ter_position\x18\x04 \x01(\x04H\x00R\rafterPositionB\x07\n\x05start\"\xf9\x01\n\x11SubscribeResponse\x12/\n\x05\x65vent\x18\x01 \x01(\x0b\x32\x17.journey.v1.SystemEventH\x00R\x05\x65vent\x12\x38\n\ncheckpoint\x18\x02 \x01(\x0b\x32\x16.journey.v1.CheckpointH\x00R\ncheckpoint\x12\x33\n\tcaught_up\x18\x03 \x01(\x0b\x32\x14.journey.v1.CaughtUpH\x00R\x08\x63\x61ughtUp\x12\x39\n\x0b\x66\x65ll_behind\x18\x04 \x01(\x0b\x32\x16.journey.v1.FellBehindH\x00R\nfellBehindB\t\n\x07\x63ontent\"\xfe\x01\n\x17ListSystemEventsRequest\x12\x35\n\x06\x66ilter\x18\x01 \x01(\x0b\x32\x1d.journey.v1.SystemEventFilterR\x06\x66ilter\x12\x39\n\nstart_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\tstartTime\x12\x35\n\x08\x65nd_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\x07\x65ndTime\x12\x1b\n\tpage_size\x18\x04 \x01(\x05R\x08pageSize\x12\x1d\n\npage_token\x18\x05 \x01(\tR\tpageToken\"\x80\x01\n\x18ListSystemEventsResponse\x12<\n\rsystem_events\x18\x01 \x03(\x0b\x32\x17.journey.v1.SystemEventR\x0csystemEvents\x12&\n\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken2\xbf\x01\n\x12SystemEventService\x12J\n\tSubscribe\x12\x1c.journey.v1.SubscribeRequest\x1a\x1d.journey.v1.SubscribeResponse0\x01\x12]\n\x10ListSystemEvents\x12#.journey.v1.ListSystemEventsRequest\x1a$.journey.v1.ListSystemEventsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n%journey/v1/system_event_service.proto\x12\njourney.v1\x1a\x1bgoogle/protobuf/empty.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1djourney/v1/system_event.proto\"\x85\x02\n\x10SubscribeRequest\x12\x35\n\x06\x66ilter\x18\x01 \x01(\x0b\x32\x1d.journey.v1.SystemEventFilterR\x06\x66ilter\x12\x36\n\tbeginning\x18\x02 \x01(\x0b\x32\x16.google.protobuf.EmptyH\x00R\tbeginning\x12*\n\x03\x65nd\x18\x03 \x01(\x0b\x32\x16.google.protobuf.EmptyH\x00R\x03\x65nd\x12\'\n\x0e\x61\x66ter_position\x18\x04 \x01(\x04H\x00R\rafterPosition\x12$\n\x0emax_batch_size\x18\x05 \x01(\rR\x0cmaxBatchSizeB\x07\n\x05start\"\xaf\x02\n\x11SubscribeResponse\x12/\n\x05\x65vent\x18\x01 \x01(\x0b\x32\x17.journey.v1.SystemEventH\x00R\x05\x65vent\x12\x38\n\ncheckpoint\x18\x02 \x01(\x0b\x32\x16.journey.v1.CheckpointH\x00R\ncheckpoint\x12\x33\n\tcaught_up\x18\x03 \x01(\x0b\x32\x14.journey.v1.CaughtUpH\x00R\x08\x63\x61ughtUp\x12\x39\n\x0b\x66\x65ll_behind\x18\x04 \x01(\x0b\x32\x16.journey.v1.FellBehindH\x00R\nfellBehind\x12\x34\n\x05\x62\x61tch\x18\x05 \x01(\x0b\x32\x1c.journey.v1.SystemEventBatchH\x00R\x05\x62\x61tchB\t\n\x07\x63ontent\"\xfe\x01\n\x17ListSystemEventsRequest\x12\x35\n\x06\x66ilter\x18\x01 \x01(\x0b\x32\x1d.journey.v1.SystemEventFilterR\x06\x66ilter\x12\x39\n\nstart_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\tstartTime\x12\x35\n\x08\x65nd_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\x07\x65ndTime\x12\x1b\n\tpage_size\x18\x04 \x01(\x05R\x08pageSize\x12\x1d\n\npage_token\x18\x05 \x01(\tR\tpageToken\"\x80\x01\n\x18ListSystemEventsResponse\x12<\n\rsystem_events\x18\x01 \x03(\x0b\x32\x17.journey.v1.SystemEventR\x0csystemEvents\x12&\n\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken2\xbf\x01\n\x12SystemEventService\x12J\n\tSubscribe\x12\x1c.journey.v1.SubscribeRequest\x1a\x1d.journey.v1.SubscribeResponse0\x01\x12]\n\x10ListSystemEvents\x12#.journey.v1.ListSystemEventsRequest\x1a$.journey.v1.ListSystemEventsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,13 +35,13 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'journey.v1.system_event_ser
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_SUBSCRIBEREQUEST']._serialized_start=147
-  _globals['_SUBSCRIBEREQUEST']._serialized_end=370
-  _globals['_SUBSCRIBERESPONSE']._serialized_start=373
-  _globals['_SUBSCRIBERESPONSE']._serialized_end=622
-  _globals['_LISTSYSTEMEVENTSREQUEST']._serialized_start=625
-  _globals['_LISTSYSTEMEVENTSREQUEST']._serialized_end=879
-  _globals['_LISTSYSTEMEVENTSRESPONSE']._serialized_start=882
-  _globals['_LISTSYSTEMEVENTSRESPONSE']._serialized_end=1010
-  _globals['_SYSTEMEVENTSERVICE']._serialized_start=1013
-  _globals['_SYSTEMEVENTSERVICE']._serialized_end=1204
+  _globals['_SUBSCRIBEREQUEST']._serialized_end=408
+  _globals['_SUBSCRIBERESPONSE']._serialized_start=411
+  _globals['_SUBSCRIBERESPONSE']._serialized_end=714
+  _globals['_LISTSYSTEMEVENTSREQUEST']._serialized_start=717
+  _globals['_LISTSYSTEMEVENTSREQUEST']._serialized_end=971
+  _globals['_LISTSYSTEMEVENTSRESPONSE']._serialized_start=974
+  _globals['_LISTSYSTEMEVENTSRESPONSE']._serialized_end=1102
+  _globals['_SYSTEMEVENTSERVICE']._serialized_start=1105
+  _globals['_SYSTEMEVENTSERVICE']._serialized_end=1296
 # @@protoc_insertion_point(module_scope)

@@ -31,10 +31,19 @@ class SubscribeRequest(_message.Message):
     BEGINNING_FIELD_NUMBER: _builtins.int
     END_FIELD_NUMBER: _builtins.int
     AFTER_POSITION_FIELD_NUMBER: _builtins.int
+    MAX_BATCH_SIZE_FIELD_NUMBER: _builtins.int
     after_position: _builtins.int
     """Replay everything stored after this position (exclusive), then go live.
     OUT_OF_RANGE when the server has not assigned this position yet: the
     client is resuming against a different log.
+    """
+    max_batch_size: _builtins.int
+    """At most this many events per message. 0 or 1: each event arrives alone in
+    `SubscribeResponse.event`. Above 1: events arrive in
+    `SubscribeResponse.batch`, each batch holding whatever is ready for this
+    subscriber up to this many (and up to about 1 MiB), so a live event is
+    never held back to fill a batch while a replay or backlog goes out many
+    events per message. Above 1000 means 1000.
     """
     @_builtins.property
     def filter(self) -> _system_event_pb2.SystemEventFilter:
@@ -55,10 +64,11 @@ class SubscribeRequest(_message.Message):
         beginning: _empty_pb2.Empty | None = ...,
         end: _empty_pb2.Empty | None = ...,
         after_position: _builtins.int = ...,
+        max_batch_size: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["after_position", b"after_position", "beginning", b"beginning", "end", b"end", "filter", b"filter", "start", b"start"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["after_position", b"after_position", "beginning", b"beginning", "end", b"end", "filter", b"filter", "start", b"start"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["after_position", b"after_position", "beginning", b"beginning", "end", b"end", "filter", b"filter", "max_batch_size", b"max_batch_size", "start", b"start"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType_start: _TypeAlias = _typing.Literal["beginning", "end", "after_position"]  # noqa: Y015
     _WhichOneofArgType_start: _TypeAlias = _typing.Literal["start", b"start"]  # noqa: Y015
@@ -76,9 +86,10 @@ class SubscribeResponse(_message.Message):
     CHECKPOINT_FIELD_NUMBER: _builtins.int
     CAUGHT_UP_FIELD_NUMBER: _builtins.int
     FELL_BEHIND_FIELD_NUMBER: _builtins.int
+    BATCH_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def event(self) -> _system_event_pb2.SystemEvent:
-        """A system event that matches the filter."""
+        """A system event that matches the filter, when `max_batch_size` is 0 or 1."""
 
     @_builtins.property
     def checkpoint(self) -> _system_event_pb2.Checkpoint:
@@ -92,6 +103,12 @@ class SubscribeResponse(_message.Message):
     def fell_behind(self) -> _system_event_pb2.FellBehind:
         """The subscriber read too slowly; the stream goes on from storage."""
 
+    @_builtins.property
+    def batch(self) -> _system_event_pb2.SystemEventBatch:
+        """One or more consecutive matching events, when `max_batch_size` is above
+        1.
+        """
+
     def __init__(
         self,
         *,
@@ -99,12 +116,13 @@ class SubscribeResponse(_message.Message):
         checkpoint: _system_event_pb2.Checkpoint | None = ...,
         caught_up: _system_event_pb2.CaughtUp | None = ...,
         fell_behind: _system_event_pb2.FellBehind | None = ...,
+        batch: _system_event_pb2.SystemEventBatch | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["caught_up", b"caught_up", "checkpoint", b"checkpoint", "content", b"content", "event", b"event", "fell_behind", b"fell_behind"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["batch", b"batch", "caught_up", b"caught_up", "checkpoint", b"checkpoint", "content", b"content", "event", b"event", "fell_behind", b"fell_behind"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["caught_up", b"caught_up", "checkpoint", b"checkpoint", "content", b"content", "event", b"event", "fell_behind", b"fell_behind"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["batch", b"batch", "caught_up", b"caught_up", "checkpoint", b"checkpoint", "content", b"content", "event", b"event", "fell_behind", b"fell_behind"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_content: _TypeAlias = _typing.Literal["event", "checkpoint", "caught_up", "fell_behind"]  # noqa: Y015
+    _WhichOneofReturnType_content: _TypeAlias = _typing.Literal["event", "checkpoint", "caught_up", "fell_behind", "batch"]  # noqa: Y015
     _WhichOneofArgType_content: _TypeAlias = _typing.Literal["content", b"content"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_content) -> _WhichOneofReturnType_content | None: ...
 

@@ -55,7 +55,8 @@ class SystemEventServiceServicer:
         """Streams matching system events in position order, each exactly once:
         first those stored after the start point, then `CaughtUp`, then each new
         one as it is committed. `Checkpoint`s arrive at least every
-        `heartbeat_interval`. The stream ends when the client cancels it or the
+        `heartbeat_interval`. With `max_batch_size` above 1, events arrive in
+        `SystemEventBatch`es of whatever is ready, never held back to fill one. The stream ends when the client cancels it or the
         server shuts down; resume with `after_position`. Errors: INVALID_ARGUMENT
         for a bad filter, OUT_OF_RANGE for an `after_position` not yet assigned.
         """

@@ -37,7 +37,8 @@ class SystemEventServiceStub:
     """Streams matching system events in position order, each exactly once:
     first those stored after the start point, then `CaughtUp`, then each new
     one as it is committed. `Checkpoint`s arrive at least every
-    `heartbeat_interval`. The stream ends when the client cancels it or the
+    `heartbeat_interval`. With `max_batch_size` above 1, events arrive in
+    `SystemEventBatch`es of whatever is ready, never held back to fill one. The stream ends when the client cancels it or the
     server shuts down; resume with `after_position`. Errors: INVALID_ARGUMENT
     for a bad filter, OUT_OF_RANGE for an `after_position` not yet assigned.
     """
@@ -53,7 +54,8 @@ class SystemEventServiceAsyncStub(SystemEventServiceStub):
     """Streams matching system events in position order, each exactly once:
     first those stored after the start point, then `CaughtUp`, then each new
     one as it is committed. `Checkpoint`s arrive at least every
-    `heartbeat_interval`. The stream ends when the client cancels it or the
+    `heartbeat_interval`. With `max_batch_size` above 1, events arrive in
+    `SystemEventBatch`es of whatever is ready, never held back to fill one. The stream ends when the client cancels it or the
     server shuts down; resume with `after_position`. Errors: INVALID_ARGUMENT
     for a bad filter, OUT_OF_RANGE for an `after_position` not yet assigned.
     """
@@ -72,7 +74,8 @@ class SystemEventServiceServicer(metaclass=_abc_1.ABCMeta):
         """Streams matching system events in position order, each exactly once:
         first those stored after the start point, then `CaughtUp`, then each new
         one as it is committed. `Checkpoint`s arrive at least every
-        `heartbeat_interval`. The stream ends when the client cancels it or the
+        `heartbeat_interval`. With `max_batch_size` above 1, events arrive in
+        `SystemEventBatch`es of whatever is ready, never held back to fill one. The stream ends when the client cancels it or the
         server shuts down; resume with `after_position`. Errors: INVALID_ARGUMENT
         for a bad filter, OUT_OF_RANGE for an `after_position` not yet assigned.
         """
