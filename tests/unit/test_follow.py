@@ -69,13 +69,28 @@ def make(capacity: int = 100, heartbeat: float = 60.0) -> tuple[Broker, Log, Fol
     return broker, log, follow
 
 
-async def take(stream: AsyncIterator[StreamItem], count: int) -> list[StreamItem]:
+Flat = int | Checkpoint | CaughtUp | FellBehind
+
+
+def flatten(item: StreamItem) -> list[Flat]:
+    """A delivery as the positions it carries, any other item as itself."""
+    if isinstance(item, Delivery):
+        return [e.position for e in item.events]
+    return [item]
+
+
+async def take(stream: AsyncIterator[StreamItem], count: int) -> list[Flat]:
+    """The next `count` events and markers, reading whole deliveries."""
+    taken: list[Flat] = []
     async with asyncio.timeout(5):
-        return [await anext(stream) for _ in range(count)]
+        while len(taken) < count:
+            taken.extend(flatten(await anext(stream)))
+    assert len(taken) == count, taken
+    return taken
 
 
-def positions(items: list[StreamItem]) -> list[int]:
-    return [i.event.position for i in items if isinstance(i, Delivery)]
+def positions(items: list[Flat]) -> list[int]:
+    return [i for i in items if isinstance(i, int)]
 
 
 async def test_beginning_replays_then_catches_up_then_goes_live() -> None:
@@ -87,6 +102,30 @@ async def test_beginning_replays_then_catches_up_then_goes_live() -> None:
     assert first[3] == CaughtUp(3)
     log.commit(2)
     assert positions(await take(stream, 2)) == [4, 5]
+
+
+async def test_what_is_ready_arrives_together_and_nothing_waits_for_more() -> None:
+    _, log, follow = make()
+    log.commit(3)
+    stream = follow.stream(EVERYTHING, BEGINNING)
+    async with asyncio.timeout(5):
+        replayed = await anext(stream)
+        assert isinstance(replayed, Delivery)
+        assert [e.position for e in replayed.events] == [1, 2, 3]
+        assert await anext(stream) == CaughtUp(3)
+        # Two commits land while the subscriber is not reading: one delivery carries both.
+        log.commit(2)
+        log.commit(1)
+        backlog = await anext(stream)
+        assert isinstance(backlog, Delivery)
+        assert [e.position for e in backlog.events] == [4, 5, 6]
+        # A lone live event is handed over at once, not held back for company.
+        pending = asyncio.ensure_future(anext(stream))
+        await asyncio.sleep(0)
+        log.commit(1)
+        alone = await pending
+    assert isinstance(alone, Delivery)
+    assert [e.position for e in alone.events] == [7]
 
 
 async def test_end_starts_with_caught_up_and_skips_the_past() -> None:
@@ -137,7 +176,7 @@ async def test_checkpoint_covers_events_the_filter_skipped() -> None:
     async with asyncio.timeout(5):
         while not isinstance(item := await anext(stream), Delivery):
             pass
-    assert item.event.position == 6
+    assert [e.position for e in item.events] == [6]
 
 
 async def test_closing_the_broker_ends_the_stream() -> None:
@@ -203,7 +242,7 @@ def test_every_event_exactly_once_in_order_whatever_the_interleaving(
                 await permits.acquire()
                 item = await anext(stream)
                 if isinstance(item, Delivery):
-                    delivered.append(item.event.position)
+                    delivered.extend(e.position for e in item.events)
 
         reader = asyncio.create_task(read())
         for i, (commits, reads) in enumerate(steps):

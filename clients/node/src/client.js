@@ -2,7 +2,7 @@
 import fs from "node:fs";
 import grpc from "@grpc/grpc-js";
 import { eventFilter, journey, systemEvent, trackedEvent } from "./proto.js";
-import { Subscription } from "./subscription.js";
+import { DEFAULT_MAX_BATCH_SIZE, Subscription } from "./subscription.js";
 
 export const DEFAULT_SERVER = "127.0.0.1:50051";
 
@@ -65,11 +65,13 @@ export class JourneyClient {
     return this.unary(this.settings, "GetSettings", {});
   }
 
-  // subscribe({ types: ["visit-ended"], profileId, sessionId, sourceId, start, maxAttempts })
+  // subscribe({ types: ["visit-ended"], profileId, sessionId, sourceId, start, maxAttempts, maxBatchSize })
   // start: "beginning", "end" (default) or a position (exclusive), e.g. a saved lastPosition.
-  subscribe({ start = "end", maxAttempts = null, ...filter } = {}) {
+  // maxBatchSize: events per message from the server (default 1000; 0 or 1: one each); the
+  // subscription yields one event at a time either way.
+  subscribe({ start = "end", maxAttempts = null, maxBatchSize = DEFAULT_MAX_BATCH_SIZE, ...filter } = {}) {
     const open = (request) => this.events.Subscribe(request, this.metadata);
-    return new Subscription(open, { filter: eventFilter(filter), start, backoff: this.backoff, maxAttempts });
+    return new Subscription(open, { filter: eventFilter(filter), start, backoff: this.backoff, maxAttempts, maxBatchSize });
   }
 
   close() {

@@ -8,6 +8,10 @@ const RETRYABLE = new Set([grpc.status.UNAVAILABLE, grpc.status.CANCELLED]);
 
 export const DEFAULT_BACKOFF = { initial: 100, maximum: 5000, multiplier: 2 };
 
+// Events per message asked of the server: a replay or backlog arrives many per message (grpc's
+// cost is per message) while a lone live event still comes at once. 0 or 1: one each.
+export const DEFAULT_MAX_BATCH_SIZE = 1000;
+
 // Full jitter: many consumers cut off by one restart do not all come back at once.
 export function backoffDelay(attempt, { initial, maximum, multiplier } = DEFAULT_BACKOFF) {
   return Math.random() * Math.min(maximum, initial * multiplier ** (attempt - 1));
@@ -20,11 +24,19 @@ function startOf(start) {
   throw new Error(`start must be "beginning", "end" or a position, not ${start}`);
 }
 
-// Async-iterate it for the matching SystemEvents, each exactly once, in position order.
+// Async-iterate it for the matching SystemEvents, each exactly once, in position order, one at
+// a time however many the server put in a message.
 // `lastPosition` (a string, or null) is the safe point to persist and pass back as `start`.
 export class Subscription {
-  constructor(openStream, { filter = {}, start = "end", backoff = DEFAULT_BACKOFF, maxAttempts = null } = {}) {
+  constructor(
+    openStream,
+    { filter = {}, start = "end", backoff = DEFAULT_BACKOFF, maxAttempts = null, maxBatchSize = DEFAULT_MAX_BATCH_SIZE } = {},
+  ) {
     startOf(start); // a bad start fails now, not at the first read
+    if (!Number.isInteger(maxBatchSize) || maxBatchSize < 0) {
+      throw new Error(`maxBatchSize must be a whole number >= 0, not ${maxBatchSize}`);
+    }
+    this.maxBatchSize = maxBatchSize;
     this.openStream = openStream;
     this.filter = filter;
     this.start = start;
@@ -45,17 +57,19 @@ export class Subscription {
     let failures = 0;
     for (;;) {
       const start = this.lastPosition === null ? this.start : this.lastPosition;
-      const call = this.openStream({ filter: this.filter, ...startOf(start) });
+      const call = this.openStream({ filter: this.filter, maxBatchSize: this.maxBatchSize, ...startOf(start) });
       let lastError;
       try {
         for await (const response of call) {
           failures = 0; // the server answered: the next break starts a fresh backoff
-          if (response.content === "event") {
-            const event = response.event;
-            // Never twice: an overlapping replay after a reconnect is dropped here.
-            if (this.lastPosition !== null && BigInt(event.position) <= BigInt(this.lastPosition)) continue;
-            this.lastPosition = event.position;
-            yield systemEvent(event);
+          if (response.content === "event" || response.content === "batch") {
+            const events = response.content === "batch" ? response.batch.events : [response.event];
+            for (const event of events) {
+              // Never twice: an overlapping replay after a reconnect is dropped here.
+              if (this.lastPosition !== null && BigInt(event.position) <= BigInt(this.lastPosition)) continue;
+              this.lastPosition = event.position;
+              yield systemEvent(event);
+            }
           } else {
             if (response.content === "caughtUp") this.caughtUp = true;
             if (response.content === "fellBehind") this.caughtUp = false;

@@ -12,7 +12,8 @@ const LOG = Array.from({ length: 10 }, (_, i) => ({
 }));
 
 // Each Subscribe call takes the next step: send `count` events from the asked-for start
-// (`rewind` earlier, to misbehave), then end with `code` (grpc.status.OK: cleanly).
+// (`rewind` earlier, to misbehave), then end with `code` (grpc.status.OK: cleanly). Like the
+// server, it sends batches of up to maxBatchSize when that is above 1, else one event each.
 async function fakeServer(steps, requests, metadata) {
   const server = new grpc.Server();
   server.addService(journey.SystemEventService.service, {
@@ -23,7 +24,14 @@ async function fakeServer(steps, requests, metadata) {
       const start = call.request.start;
       const after = start === "beginning" ? 0 : start === "afterPosition" ? Number(call.request.afterPosition) : LOG.length;
       const first = Math.max(0, after - (step.rewind ?? 0));
-      for (const event of LOG.slice(first, first + step.count)) call.write({ event });
+      const events = LOG.slice(first, first + step.count);
+      const size = call.request.maxBatchSize;
+      if (size > 1) {
+        // Batches of 2 at most here, whatever was asked, so that a cut can fall mid-batch.
+        for (let i = 0; i < events.length; i += 2) call.write({ batch: { events: events.slice(i, i + 2) } });
+      } else {
+        for (const event of events) call.write({ event });
+      }
       if (step.code === grpc.status.OK) call.end();
       else call.emit("error", { code: step.code, details: "scripted end" });
     },
@@ -69,10 +77,27 @@ test("a cut stream resumes after the last delivered event, without repeats", asy
       ["beginning", "3", "3", "4"],
     );
     assert.deepEqual(new Set(metadata), new Set(["Bearer k"]));
+    assert.deepEqual(new Set(requests.map((r) => r.maxBatchSize)), new Set([1000]));
 
     // A consumer that restarts passes its saved position back.
     const resumed = client.subscribe({ start: "7" });
     assert.deepEqual(await take(resumed, 3), ["8", "9", "10"]);
+  } finally {
+    client.close();
+    server.forceShutdown();
+  }
+});
+
+test("asked for one event per message, events come one per message just the same", async () => {
+  const requests = [];
+  const steps = [{ count: 3, code: grpc.status.UNAVAILABLE, rewind: 0 }];
+  const { server, address } = await fakeServer(steps, requests, []);
+  const client = new JourneyClient(address, { backoff: { initial: 1, maximum: 10, multiplier: 2 } });
+  try {
+    const got = await take(client.subscribe({ start: "beginning", maxBatchSize: 0 }), 10);
+    assert.deepEqual(got, LOG.map((e) => e.position));
+    assert.deepEqual(requests.map((r) => r.maxBatchSize), [0, 0]);
+    assert.throws(() => client.subscribe({ maxBatchSize: -1 }), /maxBatchSize must be a whole number/);
   } finally {
     client.close();
     server.forceShutdown();

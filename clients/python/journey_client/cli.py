@@ -19,7 +19,7 @@ from google.protobuf.message import Message
 from journey_client.client import JourneyClient, tracked_event
 from journey_client.connection import DEFAULT_SERVER, Tls
 from journey_client.errors import JourneyError
-from journey_client.filters import TYPE_NAMES, event_filter, parse_start
+from journey_client.filters import DEFAULT_MAX_BATCH_SIZE, TYPE_NAMES, event_filter, parse_start
 
 Command = Callable[[JourneyClient, argparse.Namespace], Awaitable[None]]
 
@@ -58,7 +58,7 @@ async def track(client: JourneyClient, args: argparse.Namespace) -> None:
 
 async def subscribe(client: JourneyClient, args: argparse.Namespace) -> None:
     """Print each matching system event as one JSON line, for ever, resuming across restarts."""
-    subscription = client.subscribe(_filter(args), args.start)
+    subscription = client.subscribe(_filter(args), args.start, max_batch_size=args.max_batch_size)
     async for event in subscription:
         emit(event)
 
@@ -110,6 +110,12 @@ def _start(text: str) -> Any:
         return parse_start(text)
     except ValueError as error:
         raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def _batch_size(text: str) -> int:
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, not {text!r}")
+    return int(text)
 
 
 def _connection_options(parser: argparse.ArgumentParser) -> None:
@@ -177,6 +183,14 @@ def add_commands(commands: Any) -> None:
         default="end",
         metavar="beginning|end|POSITION",
         help="where to start: beginning, end (default) or after POSITION (exclusive)",
+    )
+    parser.add_argument(
+        "--max-batch-size",
+        type=_batch_size,
+        default=DEFAULT_MAX_BATCH_SIZE,
+        metavar="N",
+        help=f"events per message from the server, default {DEFAULT_MAX_BATCH_SIZE}; 0 or 1 for "
+        "one each (output is one line per event either way)",
     )
 
     events = commands.add_parser("events", help="read the stored system-event log")

@@ -21,7 +21,7 @@ import grpc
 from journey_client import pb
 from journey_client.connection import DEFAULT_SERVER, Connection, Tls
 from journey_client.errors import from_rpc_error
-from journey_client.filters import Start
+from journey_client.filters import DEFAULT_MAX_BATCH_SIZE, Start
 from journey_client.subscription import Backoff, Subscription
 
 Response = TypeVar("Response")
@@ -169,12 +169,14 @@ class JourneyClient:
         start: Start = "end",
         *,
         max_attempts: int | None = None,
+        max_batch_size: int = DEFAULT_MAX_BATCH_SIZE,
     ) -> Subscription:
         """Follow the log live from `start`, surviving reconnects and server restarts.
 
         `start` is "beginning", "end" or a position (exclusive), such as a `last_position`
         persisted before the consumer restarted. `max_attempts` bounds consecutive failed
-        reconnects (None: retry for ever).
+        reconnects (None: retry for ever). `max_batch_size` is how many events the server may
+        put in one message (0 or 1: one each); events are yielded one at a time either way.
         """
 
         def open_stream(request: pb.SubscribeRequest) -> AsyncIterable[pb.SubscribeResponse]:
@@ -185,5 +187,10 @@ class JourneyClient:
             return call
 
         return Subscription(
-            open_stream, filter, start, backoff=self._backoff, max_attempts=max_attempts
+            open_stream,
+            filter,
+            start,
+            backoff=self._backoff,
+            max_attempts=max_attempts,
+            max_batch_size=max_batch_size,
         )

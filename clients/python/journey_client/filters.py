@@ -58,9 +58,20 @@ def parse_start(text: str) -> Start:
     raise ValueError(f"start must be beginning, end or a position, not {text!r}")
 
 
-def subscribe_request(filter: pb.SystemEventFilter | None, start: Start) -> pb.SubscribeRequest:
-    """The SubscribeRequest for a filter and a start point."""
-    request = pb.SubscribeRequest(filter=filter)
+# Events per message the clients ask for: a replay or a backlog arrives many events per message
+# (grpc's cost is per message), while a lone live event still comes at once.
+DEFAULT_MAX_BATCH_SIZE = 1000
+
+
+def subscribe_request(
+    filter: pb.SystemEventFilter | None,
+    start: Start,
+    max_batch_size: int = DEFAULT_MAX_BATCH_SIZE,
+) -> pb.SubscribeRequest:
+    """The SubscribeRequest for a filter, a start point and a batch size (0 or 1: no batches)."""
+    if max_batch_size < 0:
+        raise ValueError(f"max_batch_size must be >= 0, not {max_batch_size}")
+    request = pb.SubscribeRequest(filter=filter, max_batch_size=max_batch_size)
     if start == "beginning":
         request.beginning.SetInParent()
     elif start == "end":

@@ -12,7 +12,7 @@ import grpc
 
 from journey_client import pb
 from journey_client.errors import Unavailable, from_rpc_error
-from journey_client.filters import Start, subscribe_request
+from journey_client.filters import DEFAULT_MAX_BATCH_SIZE, Start, subscribe_request
 
 log = logging.getLogger("journey_client")
 
@@ -42,7 +42,9 @@ class Backoff:
 class Subscription:
     """An async iterator of the SystemEvents matching a filter, each exactly once, in order.
 
-    It reconnects when the stream breaks (UNAVAILABLE, a cut or cleanly ended stream, a server
+    The server sends up to `max_batch_size` events per message (0 or 1: one each); they are
+    handed over one at a time all the same, and `last_position` moves event by event. It
+    reconnects when the stream breaks (UNAVAILABLE, a cut or cleanly ended stream, a server
     restart) and resumes after `last_position`. Persist `last_position` after handling an
     event, and pass it back as `start` after the consumer's own restart.
     """
@@ -55,11 +57,14 @@ class Subscription:
         *,
         backoff: Backoff | None = None,
         max_attempts: int | None = None,
+        max_batch_size: int = DEFAULT_MAX_BATCH_SIZE,
     ) -> None:
-        subscribe_request(filter, start)  # a bad start fails here, not at the first read
+        # A bad start or batch size fails here, not at the first read.
+        subscribe_request(filter, start, max_batch_size)
         self._open = open_stream
         self._filter = filter
         self._start = start
+        self._max_batch_size = max_batch_size
         self._backoff = backoff or Backoff()
         self._max_attempts = max_attempts
         self._events: AsyncIterator[pb.SystemEvent] | None = None
@@ -85,7 +90,7 @@ class Subscription:
 
     def _request(self) -> pb.SubscribeRequest:
         start = self._start if self.last_position is None else self.last_position
-        return subscribe_request(self._filter, start)
+        return subscribe_request(self._filter, start, self._max_batch_size)
 
     def _advance(self, position: int) -> None:
         if self.last_position is None or position > self.last_position:
@@ -99,14 +104,19 @@ class Subscription:
                 async for response in stream:
                     failures = 0  # the server answered: the next break starts a fresh backoff
                     kind = response.WhichOneof("content")
-                    if kind == "event":
-                        event = response.event
-                        # The server never repeats within a stream; across streams we ask for
-                        # what follows last_position. This guard makes "never twice" local.
-                        if self.last_position is not None and event.position <= self.last_position:
-                            continue
-                        self.last_position = event.position
-                        yield event
+                    if kind == "batch" or kind == "event":
+                        events = response.batch.events if kind == "batch" else (response.event,)
+                        for event in events:
+                            # The server never repeats within a stream; across streams we ask
+                            # for what follows last_position. This guard makes "never twice"
+                            # local.
+                            if (
+                                self.last_position is not None
+                                and event.position <= self.last_position
+                            ):
+                                continue
+                            self.last_position = event.position
+                            yield event
                     elif kind == "checkpoint":
                         self._advance(response.checkpoint.position)
                     elif kind == "caught_up":

@@ -11,7 +11,7 @@ from typing import Any, TypeVar
 from journey_client import pb
 from journey_client.client import JourneyClient
 from journey_client.connection import DEFAULT_SERVER
-from journey_client.filters import Start
+from journey_client.filters import DEFAULT_MAX_BATCH_SIZE, Start
 from journey_client.subscription import Subscription
 
 T = TypeVar("T")
@@ -145,7 +145,10 @@ class JourneySyncClient:
         start: Start = "end",
         *,
         max_attempts: int | None = None,
+        max_batch_size: int = DEFAULT_MAX_BATCH_SIZE,
     ) -> SyncSubscription:
         """See JourneyClient.subscribe."""
-        subscription = self._client.subscribe(filter, start, max_attempts=max_attempts)
+        subscription = self._client.subscribe(
+            filter, start, max_attempts=max_attempts, max_batch_size=max_batch_size
+        )
         return SyncSubscription(self._loop, subscription)

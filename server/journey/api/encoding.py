@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
 from typing import Any, cast
 
 import grpc
@@ -13,6 +14,33 @@ from journey_client import pb
 # Enough for every live subscriber to be sent an event before its bytes are dropped; one that
 # lags further behind costs one more encoding, never a wrong message.
 CACHE_SIZE = 8192
+# A batch stops growing at this size (it always holds at least one event), well inside the 4 MiB
+# that grpc clients accept by default, whatever the events' properties hold.
+MAX_BATCH_BYTES = 1 << 20
+# The key of SubscribeResponse.batch (field 5, length-delimited) on the wire.
+_BATCH_KEY = b"\x2a"
+
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while value > 0x7F:
+        out.append(value & 0x7F | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+def batch_message(entries: Sequence[bytes]) -> bytes:
+    """The SubscribeResponse carrying a SystemEventBatch of already encoded events.
+
+    SubscribeResponse.event and SystemEventBatch.events are both field 1 and length-delimited,
+    so an event's SubscribeResponse bytes are, byte for byte, its entry in a batch; and a
+    repeated field is its entries one after another. A batch is thus a concatenation, with no
+    event decoded or encoded again (tests/unit/test_encoding.py checks that protobuf parses it as
+    the batch it would have built).
+    """
+    body = b"".join(entries)
+    return _BATCH_KEY + _varint(len(body)) + body
 
 
 class EncodedEvents:
@@ -38,6 +66,27 @@ class EncodedEvents:
                 # Dicts keep insertion order: this drops the oldest entry.
                 del self._bytes[next(iter(self._bytes))]
         return data
+
+    def messages(self, events: Sequence[SystemEvent], max_batch_size: int) -> Iterator[bytes]:
+        """The messages that carry `events` in order: one each, or batches of at most that many.
+
+        A batch also stops at MAX_BATCH_BYTES. `max_batch_size` <= 1 means one event each.
+        """
+        if max_batch_size <= 1:
+            for event in events:
+                yield self.event(event)
+            return
+        entries: list[bytes] = []
+        size = 0
+        for event in events:
+            entry = self.event(event)
+            if entries and (len(entries) == max_batch_size or size + len(entry) > MAX_BATCH_BYTES):
+                yield batch_message(entries)
+                entries, size = [], 0
+            entries.append(entry)
+            size += len(entry)
+        if entries:
+            yield batch_message(entries)
 
 
 class _Registrar:

@@ -26,6 +26,8 @@ from journey_client import pb
 
 Context = grpc.aio.ServicerContext[Any, Any]
 DEFAULT_PAGE_SIZE = 100
+# SubscribeRequest.max_batch_size above this means this.
+MAX_BATCH_SIZE = 1000
 _NOTHING: tuple[pb.SubscribeResponse, ...] = ()
 
 
@@ -77,10 +79,12 @@ class SystemEventServicer(pb.SystemEventServiceServicer):
                 start = BEGINNING
             case "after_position":
                 start = request.after_position
+        batch_size = min(request.max_batch_size, MAX_BATCH_SIZE)
         stream = self._follow.stream(convert.event_filter(request.filter), start)
         async for item in stream:
             if isinstance(item, Delivery):
-                await context.write(self._encoded.event(item.event))
+                for data in self._encoded.messages(item.events, batch_size):
+                    await context.write(data)
             else:
                 await context.write(_subscribe_response(item).SerializeToString())
         # grpc (and the interceptors) tell a streaming method by its being an async generator;

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Protocol
@@ -21,9 +21,13 @@ END = "end"
 
 @dataclass(frozen=True)
 class Delivery:
-    """A system event for the subscriber."""
+    """Consecutive matching system events for the subscriber, in position order, at least one.
 
-    event: SystemEvent
+    They are what was ready at once (a page of storage, or everything the live buffer held),
+    so a subscriber that takes batches can be sent them together without waiting for more.
+    """
+
+    events: Sequence[SystemEvent]
 
 
 @dataclass(frozen=True)
@@ -123,11 +127,10 @@ class Follow:
             if at.cursor >= limit:
                 return
             page = await self.log.system_events(event_filter, at.cursor, REPLAY_PAGE, up_to=limit)
-            for event in page:
-                yield Delivery(event)
-                at.cursor = event.position
-            if len(page) < REPLAY_PAGE:
-                at.cursor = limit
+            if page:
+                yield Delivery(page)
+            # A short page is the last before `limit`: everything up to it was matched.
+            at.cursor = limit if len(page) < REPLAY_PAGE else page[-1].position
             if self._beat_due(at):
                 yield self._beat(at)
             if len(page) < REPLAY_PAGE:
@@ -142,8 +145,8 @@ class Follow:
                 return
             events, covered = buffer.take()
             # Only commits after `buffer.start` reach the buffer, and replay stopped there.
-            for event in events:
-                yield Delivery(event)
+            if events:
+                yield Delivery(events)
             at.cursor = covered
             if self._beat_due(at):
                 yield self._beat(at)
