@@ -11,6 +11,7 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import create_engine, insert
 
+from journey.api.encoding import encode
 from journey.domain.model import Profile, Session, SessionState, SystemEvent, SystemEventType
 from journey.storage import statements
 from journey.storage.records import values
@@ -38,21 +39,21 @@ def _write(path: str, table_rows: list[tuple[object, list[dict[str, object]]]]) 
 
 def system_events(path: str, count: int, at: datetime) -> None:
     """Store `count` system events at positions 1..count, as if 1/3 as many sessions opened."""
-    rows = [
-        values(
-            SystemEvent(
-                position=position,
-                id=f"00000000-0000-4000-8000-{position:012d}",
-                type=TYPES[(position - 1) % 3],
-                occur_time=at,
-                profile_id=f"profile-{(position - 1) // 3}",
-                session_id=f"session-{(position - 1) // 3}",
-                source_id="bench",
-                properties={"visit_number": 1, "trigger_event_types": ["page-view"]},
-            )
+    events = (
+        SystemEvent(
+            position=position,
+            id=f"00000000-0000-4000-8000-{position:012d}",
+            type=TYPES[(position - 1) % 3],
+            occur_time=at,
+            profile_id=f"profile-{(position - 1) // 3}",
+            session_id=f"session-{(position - 1) // 3}",
+            source_id="bench",
+            properties={"visit_number": 1, "trigger_event_types": ["page-view"]},
         )
         for position in range(1, count + 1)
-    ]
+    )
+    # Encoded as the writer encodes each event it stores.
+    rows = [values(e) | {"encoded": encode(e)} for e in events]
     _write(path, [(statements.system_events, rows)])
 
 

@@ -13,7 +13,7 @@ from grpc_health.v1 import _async as health_aio
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from sqlalchemy.exc import SQLAlchemyError
 
-from journey.api.encoding import add_system_event_service
+from journey.api.encoding import add_system_event_service, encode
 from journey.api.interceptors import (
     AdmissionInterceptor,
     AuthInterceptor,
@@ -37,6 +37,7 @@ from journey.reflection import enable_reflection
 from journey.storage.database import Database, open_database
 from journey.storage.failures import FAILURES
 from journey.storage.queries import Queries
+from journey.storage.upgrade import fill_encoded
 from journey.storage.writer import Writer
 from journey.streaming.broker import Broker
 from journey.streaming.follow import Follow
@@ -174,10 +175,11 @@ async def create_server(
         where = settings.describe()["database_url"]
         raise StartupError(f"cannot open the database {where}: {error}") from error
     broker = Broker()
-    writer = Writer(database, broker.publish)
+    writer = Writer(database, broker.publish, encode)
     queries = Queries(database)
     try:
         try:
+            await fill_encoded(database, encode)
             await writer.start()
         except FAILURES as error:
             raise StartupError(f"cannot read the database: {error!r}") from error

@@ -3,13 +3,20 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime
 
 import pytest_asyncio
 
+from journey.api.encoding import encode
 from journey.domain.errors import FailedPrecondition
-from journey.domain.model import SystemEvent, SystemEventDraft, SystemEventFilter, SystemEventType
+from journey.domain.model import (
+    EncodedEvent,
+    SystemEvent,
+    SystemEventDraft,
+    SystemEventFilter,
+    SystemEventType,
+)
 from journey.domain.rules import Outcome
 from journey.storage.database import Database, open_database
 from journey.storage.queries import Queries
@@ -40,7 +47,13 @@ async def test_a_refused_or_failing_call_leaves_the_rest_of_its_batch_committed(
     database: Database,
 ) -> None:
     published: list[SystemEvent] = []
-    writer = Writer(database, published.extend)
+    published_encoded: list[EncodedEvent] = []
+
+    def on_commit(events: Sequence[SystemEvent], encoded: Sequence[EncodedEvent]) -> None:
+        published.extend(events)
+        published_encoded.extend(encoded)
+
+    writer = Writer(database, on_commit, encode)
     await writer.start()
 
     def good(uow: UnitOfWork) -> tuple[SystemEvent, ...]:
@@ -74,6 +87,9 @@ async def test_a_refused_or_failing_call_leaves_the_rest_of_its_batch_committed(
     stored = await Queries(database).system_events(SystemEventFilter(), 0, 10)
     assert [(e.position, e.session_id) for e in stored] == [(1, "good"), (2, "good")]
     assert [e.position for e in published] == [1, 2]
+    # Each stored event is kept encoded, as its subscribers are sent it, and published so.
+    replayed = await Queries(database).encoded_system_events(SystemEventFilter(), 0, 10)
+    assert replayed == published_encoded == [EncodedEvent(e.position, encode(e)) for e in stored]
 
 
 async def test_concurrent_calls_on_one_new_session_open_it_once(

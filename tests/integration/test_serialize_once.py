@@ -1,9 +1,8 @@
-"""Subscribe serialises each system event once, and every subscriber still gets the right bytes."""
+"""Each system event is serialised once, at commit; every subscriber still gets the right bytes."""
 
 from __future__ import annotations
 
 import asyncio
-from datetime import UTC, datetime
 from types import SimpleNamespace
 from typing import Any, cast
 
@@ -11,7 +10,7 @@ import pytest
 from google.protobuf.empty_pb2 import Empty
 
 from journey.api import convert, encoding
-from journey.domain.model import SystemEvent, SystemEventType
+from journey.domain.model import SystemEvent
 from journey_client import pb
 from tests.conftest import SettingsFactory
 from tests.integration.harness import serving
@@ -56,30 +55,3 @@ async def test_every_subscriber_gets_each_event_serialised_once(
         assert events == sent == stored
     # ...from one conversion per event, not one per subscriber.
     assert sorted(converted) == [e.position for e in sent]
-
-
-def event_at(position: int) -> SystemEvent:
-    return SystemEvent(
-        position=position,
-        id=f"id-{position}",
-        type=SystemEventType.VISIT_STARTED,
-        occur_time=datetime(2026, 1, 1, tzinfo=UTC),
-        profile_id="p",
-        session_id="s",
-        source_id="web",
-        properties={"visit_number": position},
-    )
-
-
-def test_evicted_events_are_encoded_again_correctly() -> None:
-    cache = encoding.EncodedEvents(capacity=2)
-    first = cache.event(event_at(1))
-    assert cache.event(event_at(1)) is first
-    cache.event(event_at(2))
-    cache.event(event_at(3))  # drops position 1
-    again = cache.event(event_at(1))
-    assert again == first
-    assert cache.encoded == 4
-    message = pb.SubscribeResponse.FromString(again)
-    assert message.event.position == 1
-    assert message.event.properties["visit_number"] == 1

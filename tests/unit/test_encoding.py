@@ -9,8 +9,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from journey.api import convert, encoding
-from journey.api.encoding import EncodedEvents
-from journey.domain.model import SystemEvent, SystemEventType
+from journey.api.encoding import encode, messages
+from journey.domain.model import EncodedEvent, SystemEvent, SystemEventType
 from journey_client import pb
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -29,6 +29,10 @@ def event(position: int, padding: int = 0) -> SystemEvent:
     )
 
 
+def encoded(events: list[SystemEvent]) -> list[EncodedEvent]:
+    return [EncodedEvent(e.position, encode(e)) for e in events]
+
+
 def decoded(message: bytes) -> pb.SubscribeResponse:
     return pb.SubscribeResponse.FromString(message)
 
@@ -42,9 +46,8 @@ def test_a_batch_parses_as_the_batch_protobuf_would_send(
 ) -> None:
     # Paddings up to 3,000 bytes make lengths whose varints take one, two and three bytes.
     events = [event(i + 1, p) for i, p in enumerate(paddings)]
-    messages = list(EncodedEvents().messages(events, max_batch_size))
     sent: list[pb.SystemEvent] = []
-    for message in messages:
+    for message in messages(encoded(events), max_batch_size):
         response = decoded(message)
         assert response.WhichOneof("content") == "batch"
         assert 1 <= len(response.batch.events) <= max_batch_size
@@ -56,32 +59,29 @@ def test_a_batch_parses_as_the_batch_protobuf_would_send(
 
 def test_batches_take_at_most_max_batch_size_and_never_split_an_event() -> None:
     events = [event(i) for i in range(1, 8)]
-    messages = [decoded(m) for m in EncodedEvents().messages(events, 3)]
-    assert [[e.position for e in m.batch.events] for m in messages] == [[1, 2, 3], [4, 5, 6], [7]]
+    batches = [decoded(m) for m in messages(encoded(events), 3)]
+    assert [[e.position for e in m.batch.events] for m in batches] == [[1, 2, 3], [4, 5, 6], [7]]
 
 
 def test_a_batch_stops_at_max_batch_bytes(monkeypatch: pytest.MonkeyPatch) -> None:
-    cache = EncodedEvents()
-    events = [event(i, padding=100) for i in range(1, 6)]
-    one = len(cache.event(events[0]))
+    events = encoded([event(i, padding=100) for i in range(1, 6)])
+    one = len(events[0].data)
     # Room for two events and a bit, not three.
     monkeypatch.setattr(encoding, "MAX_BATCH_BYTES", 2 * one + one // 2)
-    messages = [decoded(m) for m in cache.messages(events, 1000)]
-    assert [[e.position for e in m.batch.events] for m in messages] == [[1, 2], [3, 4], [5]]
+    batches = [decoded(m) for m in messages(events, 1000)]
+    assert [[e.position for e in m.batch.events] for m in batches] == [[1, 2], [3, 4], [5]]
 
 
 def test_an_event_bigger_than_max_batch_bytes_still_goes_alone(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setattr(encoding, "MAX_BATCH_BYTES", 10)
-    messages = [decoded(m) for m in EncodedEvents().messages([event(1), event(2)], 1000)]
-    assert [[e.position for e in m.batch.events] for m in messages] == [[1], [2]]
+    batches = [decoded(m) for m in messages(encoded([event(1), event(2)]), 1000)]
+    assert [[e.position for e in m.batch.events] for m in batches] == [[1], [2]]
 
 
 @pytest.mark.parametrize("max_batch_size", [0, 1])
 def test_zero_or_one_sends_each_event_alone_as_before(max_batch_size: int) -> None:
     events = [event(1), event(2)]
-    messages = list(EncodedEvents().messages(events, max_batch_size))
-    assert messages == [
-        pb.SubscribeResponse(event=convert.system_event(e)).SerializeToString() for e in events
-    ]
+    sent = [decoded(m) for m in messages(encoded(events), max_batch_size)]
+    assert sent == [pb.SubscribeResponse(event=convert.system_event(e)) for e in events]

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from journey.clock import ManualClock
 from journey.domain.errors import OutOfRange
-from journey.domain.model import SystemEvent, SystemEventFilter, SystemEventType
+from journey.domain.model import EncodedEvent, SystemEvent, SystemEventFilter, SystemEventType
 from journey.streaming.broker import Broker
 from journey.streaming.follow import (
     BEGINNING,
@@ -51,15 +51,20 @@ class Log:
             for i in range(count)
         ]
         self.events.extend(batch)
-        self.broker.publish(batch)
+        self.broker.publish(batch, [encoded(e) for e in batch])
 
-    async def system_events(
+    async def encoded_system_events(
         self, event_filter: SystemEventFilter, after: int, limit: int, *, up_to: int | None = None
-    ) -> list[SystemEvent]:
+    ) -> list[EncodedEvent]:
         await asyncio.sleep(0)  # a real query yields to the loop, letting commits slip in
         top = up_to if up_to is not None else len(self.events)
-        found = [e for e in self.events[after:top] if event_filter.matches(e)]
+        found = [encoded(e) for e in self.events[after:top] if event_filter.matches(e)]
         return found[:limit]
+
+
+def encoded(event: SystemEvent) -> EncodedEvent:
+    """Stands in for the API's encoding: bytes that name the event."""
+    return EncodedEvent(event.position, event.id.encode())
 
 
 def make(capacity: int = 100, heartbeat: float = 60.0) -> tuple[Broker, Log, Follow]:

@@ -1,4 +1,4 @@
-"""Serialise each system event once: the SubscribeResponse bytes that every subscriber is sent."""
+"""The bytes subscribers are sent: each event encoded once at commit, batches by concatenation."""
 
 from __future__ import annotations
 
@@ -8,17 +8,23 @@ from typing import Any, cast
 import grpc
 
 from journey.api import convert
-from journey.domain.model import SystemEvent
+from journey.domain.model import EncodedEvent, SystemEvent
 from journey_client import pb
 
-# Enough for every live subscriber to be sent an event before its bytes are dropped; one that
-# lags further behind costs one more encoding, never a wrong message.
-CACHE_SIZE = 8192
 # A batch stops growing at this size (it always holds at least one event), well inside the 4 MiB
 # that grpc clients accept by default, whatever the events' properties hold.
 MAX_BATCH_BYTES = 1 << 20
 # The key of SubscribeResponse.batch (field 5, length-delimited) on the wire.
 _BATCH_KEY = b"\x2a"
+
+
+def encode(event: SystemEvent) -> bytes:
+    """The serialized SubscribeResponse carrying `event`: what storage keeps and replays send.
+
+    The writer calls it once per event, in the transaction that stores the event; every
+    subscriber, live or replaying, is sent these bytes.
+    """
+    return pb.SubscribeResponse(event=convert.system_event(event)).SerializeToString()
 
 
 def _varint(value: int) -> bytes:
@@ -31,7 +37,7 @@ def _varint(value: int) -> bytes:
 
 
 def batch_message(entries: Sequence[bytes]) -> bytes:
-    """The SubscribeResponse carrying a SystemEventBatch of already encoded events.
+    """The SubscribeResponse carrying a SystemEventBatch of encoded events.
 
     SubscribeResponse.event and SystemEventBatch.events are both field 1 and length-delimited,
     so an event's SubscribeResponse bytes are, byte for byte, its entry in a batch; and a
@@ -43,50 +49,26 @@ def batch_message(entries: Sequence[bytes]) -> bytes:
     return _BATCH_KEY + _varint(len(body)) + body
 
 
-class EncodedEvents:
-    """SubscribeResponse bytes by position, for the most recently encoded events.
+def messages(events: Sequence[EncodedEvent], max_batch_size: int) -> Iterator[bytes]:
+    """The messages that carry `events` in order: one each, or batches of at most that many.
 
-    A position names one immutable event for the life of the log, so bytes made for one
-    subscriber are right for every other.
+    A batch also stops at MAX_BATCH_BYTES. `max_batch_size` <= 1 means one event each.
     """
-
-    def __init__(self, capacity: int = CACHE_SIZE) -> None:
-        self._capacity = capacity
-        self._bytes: dict[int, bytes] = {}
-        self.encoded = 0
-
-    def event(self, event: SystemEvent) -> bytes:
-        """The serialized SubscribeResponse carrying `event`."""
-        data = self._bytes.get(event.position)
-        if data is None:
-            message = pb.SubscribeResponse(event=convert.system_event(event))
-            data = self._bytes[event.position] = message.SerializeToString()
-            self.encoded += 1
-            if len(self._bytes) > self._capacity:
-                # Dicts keep insertion order: this drops the oldest entry.
-                del self._bytes[next(iter(self._bytes))]
-        return data
-
-    def messages(self, events: Sequence[SystemEvent], max_batch_size: int) -> Iterator[bytes]:
-        """The messages that carry `events` in order: one each, or batches of at most that many.
-
-        A batch also stops at MAX_BATCH_BYTES. `max_batch_size` <= 1 means one event each.
-        """
-        if max_batch_size <= 1:
-            for event in events:
-                yield self.event(event)
-            return
-        entries: list[bytes] = []
-        size = 0
+    if max_batch_size <= 1:
         for event in events:
-            entry = self.event(event)
-            if entries and (len(entries) == max_batch_size or size + len(entry) > MAX_BATCH_BYTES):
-                yield batch_message(entries)
-                entries, size = [], 0
-            entries.append(entry)
-            size += len(entry)
-        if entries:
+            yield event.data
+        return
+    entries: list[bytes] = []
+    size = 0
+    for event in events:
+        entry = event.data
+        if entries and (len(entries) == max_batch_size or size + len(entry) > MAX_BATCH_BYTES):
             yield batch_message(entries)
+            entries, size = [], 0
+        entries.append(entry)
+        size += len(entry)
+    if entries:
+        yield batch_message(entries)
 
 
 class _Registrar:

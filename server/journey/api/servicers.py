@@ -7,8 +7,7 @@ from typing import Any
 
 import grpc
 
-from journey.api import convert, page_token
-from journey.api.encoding import EncodedEvents
+from journey.api import convert, encoding, page_token
 from journey.api.validation import MAX_PAGE_SIZE
 from journey.config import Settings
 from journey.domain.rules import TrackCommand
@@ -61,14 +60,13 @@ class SystemEventServicer(pb.SystemEventServiceServicer):
     def __init__(self, journal: Journal, follow: Follow) -> None:
         self._journal = journal
         self._follow = follow
-        self._encoded = EncodedEvents()
 
     async def Subscribe(
         self, request: pb.SubscribeRequest, context: Context
     ) -> AsyncIterator[pb.SubscribeResponse]:
         """Stream system events: replay, then live.
 
-        Each event is serialized once for all subscribers, and the bytes are written here:
+        Each event was serialized once, when committed, and the bytes are written here:
         encoding.add_system_event_service registers this method to send them as they are.
         Writing rather than yielding also spares every message a trip through each
         interceptor's wrapping generator; those see the stream begin and end, as before.
@@ -83,7 +81,7 @@ class SystemEventServicer(pb.SystemEventServiceServicer):
         stream = self._follow.stream(convert.event_filter(request.filter), start)
         async for item in stream:
             if isinstance(item, Delivery):
-                for data in self._encoded.messages(item.events, batch_size):
+                for data in encoding.messages(item.events, batch_size):
                     await context.write(data)
             else:
                 await context.write(_subscribe_response(item).SerializeToString())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -115,6 +116,21 @@ class SystemEvent:
     session_id: str
     source_id: str
     properties: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class EncodedEvent:
+    """A system event as the bytes a subscriber is sent: encoded once, when it was committed.
+
+    The encoding is the API's, handed to storage as a function; the domain only carries it.
+    """
+
+    position: int
+    data: bytes
+
+
+# Turns a committed system event into the bytes its subscribers are sent.
+Encode = Callable[[SystemEvent], bytes]
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from journey.domain.model import Profile, Session, SessionState, SystemEvent, SystemEventFilter
+from journey.domain.model import (
+    EncodedEvent,
+    Profile,
+    Session,
+    SessionState,
+    SystemEvent,
+    SystemEventFilter,
+)
 from journey.domain.policy import Policy
 from journey.storage import statements
 from journey.storage.database import Database
@@ -53,6 +60,16 @@ class Queries:
             async with self._database.sessions() as s:
                 rows = (await s.execute(query)).all()
         return [system_event_from_row(row) for row in rows]
+
+    async def encoded_system_events(
+        self, event_filter: SystemEventFilter, after: int, limit: int, *, up_to: int | None = None
+    ) -> list[EncodedEvent]:
+        """Up to `limit` matching events with `after < position <= up_to` as they are sent."""
+        query = statements.system_events_page(event_filter, after, limit, up_to, encoded=True)
+        with as_unavailable():
+            async with self._database.sessions() as s:
+                rows = (await s.execute(query)).all()
+        return [EncodedEvent(position, data) for position, data in rows]
 
     async def due_sessions(self, now: datetime, policy: Policy, limit: int) -> list[str]:
         """Ids of open sessions whose visit or session timeout has run out at `now`."""

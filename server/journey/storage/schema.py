@@ -119,3 +119,8 @@ class SystemEventRow(Base):
     session_id: Mapped[str] = mapped_column(String(ID_LENGTH))
     source_id: Mapped[str] = mapped_column(String(ID_LENGTH))
     properties: Mapped[dict[str, Any]] = mapped_column(JSON)
+    # The event as a subscriber is sent it (a journey.v1.SubscribeResponse carrying it), made
+    # when it was committed: a replay sends these bytes with nothing decoded or encoded. The
+    # row never changes, so they never go stale. Nullable only because a database made before
+    # this column gets it added and filled at start (storage/upgrade.py).
+    encoded: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)

@@ -61,6 +61,10 @@ def oldest_activity(state: int) -> Select[Any]:
     return select(func.min(sessions.c.last_activity_time)).where(sessions.c.state == state)
 
 
+# What a listing reads: everything but the encoded form, which only subscriptions send.
+_EVENT_COLUMNS = tuple(c for c in system_events.c if c.name != "encoded")
+
+
 def system_events_page(
     event_filter: SystemEventFilter,
     after: int,
@@ -68,10 +72,16 @@ def system_events_page(
     up_to: int | None = None,
     start_time: datetime | None = None,
     end_time: datetime | None = None,
+    *,
+    encoded: bool = False,
 ) -> Select[Any]:
-    """A page of the log in position order, every filter pushed into SQL."""
+    """A page of the log in position order, every filter pushed into SQL.
+
+    `encoded`: only each event's position and encoded form, for a subscription's replay.
+    """
     c = system_events.c
-    query = select(system_events).where(c.position > after)
+    columns = (c.position, c.encoded) if encoded else _EVENT_COLUMNS
+    query = select(*columns).where(c.position > after)
     if up_to is not None:
         query = query.where(c.position <= up_to)
     if event_filter.types:

@@ -9,7 +9,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Insert, Table, Update, bindparam, insert, update
 
-from journey.domain.model import Profile, Session, SystemEvent
+from journey.domain.model import Encode, EncodedEvent, Profile, Session, SystemEvent
 from journey.domain.rules import Outcome, StoredEventRef
 from journey.storage import statements
 from journey.storage.records import profile_from_row, session_from_row, values
@@ -45,9 +45,12 @@ class UnitOfWork:
     batch instead of several per call.
     """
 
-    def __init__(self, connection: Connection, last_position: int) -> None:
+    def __init__(self, connection: Connection, last_position: int, encode: Encode) -> None:
         # A Core connection, not an ORM session: the ORM layer only added per-statement cost.
         self._connection = connection
+        self._encode = encode
+        # The appended events as subscribers are sent them, made by flush().
+        self.encoded: list[EncodedEvent] = []
         # The position of the last system event stored or staged.
         self.last_position = last_position
         self._sessions: dict[str, Session] = {}
@@ -177,7 +180,12 @@ class UnitOfWork:
         if self._tracked:
             self._connection.execute(_INSERTS[statements.tracked_events.name], self._tracked)
         if self.appended:
-            rows = [values(e) for e in self.appended]
+            rows = []
+            for event in self.appended:
+                row = values(event)
+                row["encoded"] = data = self._encode(event)
+                rows.append(row)
+                self.encoded.append(EncodedEvent(event.position, data))
             self._connection.execute(_INSERTS[statements.system_events.name], rows)
 
     def _upsert(self, table: Table, staged: dict[str, Any], new: set[str]) -> None:

@@ -12,7 +12,7 @@ from typing import Any, Generic, TypeVar
 from sqlalchemy import Connection, func, select
 
 from journey.domain.errors import JourneyError, Unavailable
-from journey.domain.model import SystemEvent
+from journey.domain.model import Encode, EncodedEvent, SystemEvent
 from journey.storage.database import Database
 from journey.storage.failures import FAILURES, is_outage, unavailable
 from journey.storage.schema import SystemEventRow
@@ -23,7 +23,8 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 # Synchronous: it may run on the writer's thread, so it must not touch the event loop.
 Work = Callable[[UnitOfWork], T]
-OnCommit = Callable[[Sequence[SystemEvent]], None]
+# Called with a commit's system events and the same events encoded.
+OnCommit = Callable[[Sequence[SystemEvent], Sequence[EncodedEvent]], None]
 
 MAX_BATCH = 256
 NO_KEYS = Keys()
@@ -50,8 +51,13 @@ class Writer:
     outcome; then a refused call leaves nothing behind and the others in its batch still commit.
     """
 
-    def __init__(self, database: Database, on_commit: OnCommit, queue_size: int = 1024) -> None:
+    def __init__(
+        self, database: Database, on_commit: OnCommit, encode: Encode, queue_size: int = 1024
+    ) -> None:
         self._database = database
+        # Each system event is encoded for its subscribers once, in the transaction that
+        # stores it (on SQLite off the event loop).
+        self._encode = encode
         # With a writer engine (SQLite) each group commit runs on this one thread in a single
         # hand-off; otherwise on the event loop through the async engine.
         self._thread: ThreadPoolExecutor | None = None
@@ -166,7 +172,7 @@ class Writer:
         self._uncertain = False
         if done.appended:
             try:
-                self._on_commit(done.appended)
+                self._on_commit(done.appended, done.encoded)
             except Exception:
                 # The commit stands and its callers must hear so; a bug in publishing must not
                 # stop every later write as well.
@@ -189,7 +195,7 @@ class Writer:
         last = self._position
         if self._uncertain:
             last = int(connection.scalar(select(func.max(SystemEventRow.position))) or 0)
-        uow = UnitOfWork(connection, last)
+        uow = UnitOfWork(connection, last, self._encode)
         uow.preload(Keys.union(i.keys for i in batch))
         results: list[tuple[_Item[Any], Any, BaseException | None]] = []
         for item in batch:
@@ -201,7 +207,7 @@ class Writer:
                     raise
                 results.append((item, None, refused))
         uow.flush()
-        return _Committed(results, uow.appended, uow.last_position)
+        return _Committed(results, uow.appended, uow.encoded, uow.last_position)
 
 
 @dataclass(frozen=True)
@@ -210,6 +216,7 @@ class _Committed:
 
     results: list[tuple[_Item[Any], Any, BaseException | None]]
     appended: list[SystemEvent]
+    encoded: list[EncodedEvent]
     last_position: int
 
 

@@ -8,13 +8,13 @@ import logging
 from collections import deque
 from collections.abc import Sequence
 
-from journey.domain.model import SystemEvent, SystemEventFilter
+from journey.domain.model import EncodedEvent, SystemEvent, SystemEventFilter
 
 log = logging.getLogger(__name__)
 
 
 class LiveBuffer:
-    """One subscriber's bounded buffer of matching live events.
+    """One subscriber's bounded buffer of matching live events, encoded.
 
     It never blocks the publisher: when full it drops everything and marks itself overflowed,
     and the subscriber goes back to storage for what it missed.
@@ -29,14 +29,19 @@ class LiveBuffer:
         self.seen = start
         self.overflowed = False
         self.closed = False
-        self._events: deque[SystemEvent] = deque()
+        self._events: deque[EncodedEvent] = deque()
         self._wake = asyncio.Event()
+        # An empty filter matches everything: no need to ask it per event.
+        self._everything = self.filter == SystemEventFilter()
 
-    def offer(self, events: Sequence[SystemEvent]) -> None:
+    def offer(self, events: Sequence[SystemEvent], encoded: Sequence[EncodedEvent]) -> None:
         """Take the matching events of a commit, or overflow."""
         if self.overflowed or self.closed:
             return
-        matching = [e for e in events if self.filter.matches(e)]
+        if self._everything:
+            matching = encoded
+        else:
+            matching = [c for e, c in zip(events, encoded, strict=True) if self.filter.matches(e)]
         if len(self._events) + len(matching) > self.capacity:
             self.overflow()
             return
@@ -56,7 +61,7 @@ class LiveBuffer:
         self.closed = True
         self._wake.set()
 
-    def take(self) -> tuple[list[SystemEvent], int]:
+    def take(self) -> tuple[list[EncodedEvent], int]:
         """Everything buffered, and the position up to which it covers the log."""
         events = list(self._events)
         self._events.clear()
@@ -98,8 +103,11 @@ class Broker:
         """Forget a buffer; its events are released with it."""
         self._buffers.discard(buffer)
 
-    def publish(self, events: Sequence[SystemEvent]) -> None:
-        """Hand a commit's system events to every buffer; called by the writer after each commit."""
+    def publish(self, events: Sequence[SystemEvent], encoded: Sequence[EncodedEvent]) -> None:
+        """Hand a commit's system events to every buffer; called by the writer after each commit.
+
+        `encoded` holds the same events, in the same order, as subscribers are sent them.
+        """
         if not events:
             return
         if events[0].position != self.head + 1:
@@ -110,7 +118,7 @@ class Broker:
                 buffer.overflow()
         self.head = events[-1].position
         for buffer in self._buffers:
-            buffer.offer(events)
+            buffer.offer(events, encoded)
 
     def close(self) -> None:
         """End every subscription and refuse new ones."""

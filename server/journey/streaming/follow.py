@@ -10,7 +10,7 @@ from typing import Protocol
 
 from journey.clock import Clock
 from journey.domain.errors import OutOfRange
-from journey.domain.model import SystemEvent, SystemEventFilter
+from journey.domain.model import EncodedEvent, SystemEventFilter
 from journey.streaming.broker import Broker, LiveBuffer
 
 REPLAY_PAGE = 500
@@ -27,7 +27,7 @@ class Delivery:
     so a subscriber that takes batches can be sent them together without waiting for more.
     """
 
-    events: Sequence[SystemEvent]
+    events: Sequence[EncodedEvent]
 
 
 @dataclass(frozen=True)
@@ -58,9 +58,9 @@ StreamItem = Delivery | Checkpoint | CaughtUp | FellBehind
 class EventLog(Protocol):
     """The stored log, read a page at a time (storage.queries.Queries in the server)."""
 
-    async def system_events(
+    async def encoded_system_events(
         self, event_filter: SystemEventFilter, after: int, limit: int, *, up_to: int | None = None
-    ) -> list[SystemEvent]:
+    ) -> list[EncodedEvent]:
         """Up to `limit` matching events with `after < position <= up_to`, in position order."""
         ...
 
@@ -126,7 +126,9 @@ class Follow:
             limit = self.broker.head if up_to is None else up_to
             if at.cursor >= limit:
                 return
-            page = await self.log.system_events(event_filter, at.cursor, REPLAY_PAGE, up_to=limit)
+            page = await self.log.encoded_system_events(
+                event_filter, at.cursor, REPLAY_PAGE, up_to=limit
+            )
             if page:
                 yield Delivery(page)
             # A short page is the last before `limit`: everything up to it was matched.
