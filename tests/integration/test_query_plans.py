@@ -64,7 +64,7 @@ CASES: list[tuple[str, Select[object], str, str]] = [
     ),
     (
         "replay page",
-        statements.system_events_page(SystemEventFilter(), 10, 500, up_to=900),
+        statements.system_events_page(SystemEventFilter(), 10, 1000, up_to=900, encoded=True),
         "INTEGER PRIMARY KEY",
         "system_events_pkey",
     ),
@@ -73,19 +73,20 @@ CASES: list[tuple[str, Select[object], str, str]] = [
         statements.system_events_page(
             SystemEventFilter(types=frozenset({SystemEventType.VISIT_ENDED}), source_id="web"),
             10,
-            500,
+            1000,
+            encoded=True,
         ),
         "INTEGER PRIMARY KEY",
         "system_events_pkey",
     ),
     (
         "replay page by session",
-        statements.system_events_page(SystemEventFilter(session_id="s"), 10, 500),
+        statements.system_events_page(SystemEventFilter(session_id="s"), 10, 1000, encoded=True),
         "ix_system_events_session_position",
         "ix_system_events_session_position",
     ),
     (
-        "replay page by profile",
+        "listing page by profile",
         statements.system_events_page(SystemEventFilter(profile_id="p"), 10, 500),
         "ix_system_events_profile_position",
         "ix_system_events_profile_position",
