@@ -121,6 +121,23 @@ def nats_unreachable(url: str) -> str | None:
     return asyncio.run(nats_workloads.probe(url))
 
 
+def nats_status(chosen: list[Scenario], no_nats: bool) -> dict[str, Any]:
+    """The NATS column's URL and why it is left out (None: it runs); says so if unreachable."""
+    url = nats_url()
+    if no_nats:
+        return {"url": url, "skipped": "--no-nats"}
+    if not any(s.nats is not None for s in chosen):
+        return {"url": url, "skipped": "no chosen scenario has a NATS run"}
+    reason = nats_unreachable(url)
+    if reason is not None:
+        print(
+            f"NATS JetStream not reachable at {url.removeprefix('nats://')} ({reason}): "
+            "the nats column is skipped",
+            flush=True,
+        )
+    return {"url": url, "skipped": reason}
+
+
 def main() -> None:
     """Parse the command line, run, print the table, write JSON; exit 1 if anything failed."""
     parser = argparse.ArgumentParser(prog="python3 dev.py bench", description=__doc__)
@@ -144,19 +161,9 @@ def main() -> None:
     sizes = QUICK if args.quick else FULL
     chosen = [s for s in SCENARIOS if not args.only or s.key in args.only.split(",")]
     columns = [Server("baseline"), Server("journey"), *args.variant]
-    nats: dict[str, Any] = {"url": nats_url(), "skipped": "--no-nats"}
-    if not any(s.nats is not None for s in chosen):
-        nats["skipped"] = "no chosen scenario has a NATS run"
-    elif not args.no_nats:
-        nats["skipped"] = nats_unreachable(nats["url"])
-        if nats["skipped"] is None:
-            columns.append(Server(NATS))
-        else:
-            print(
-                f"NATS JetStream not reachable at {nats['url'].removeprefix('nats://')} "
-                f"({nats['skipped']}): the nats column is skipped",
-                flush=True,
-            )
+    nats = nats_status(chosen, args.no_nats)
+    if nats["skipped"] is None:
+        columns.append(Server(NATS))
     started = time.time()
     results: dict[str, dict[str, dict[str, Any]]] = {}
     with tempfile.TemporaryDirectory(prefix="journey-bench-") as tmp:
