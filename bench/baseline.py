@@ -4,6 +4,8 @@ Track answers at once. Like Journey, a Track that names no session gets the thre
 events of a new session (profile-created, session-opened, visit-started), and one that names
 a session gets none; each is fanned out to every live subscriber. `beginning` replays
 `--replay-events` synthetic events built at start, the analogue of Journey's replay.
+With `max_batch_size` above 1, a subscriber gets whatever is queued for it, up to the limit,
+as one `SystemEventBatch` (and the replay in batches of the limit), as Journey does.
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from journey_client import pb
 
+Batch = pb.system_event_pb2.SystemEventBatch
+
 Context = grpc.aio.ServicerContext[Any, Any]
 NEW_SESSION_TYPES = (
     pb.SystemEventType.SYSTEM_EVENT_TYPE_PROFILE_CREATED,
@@ -30,21 +34,30 @@ NEW_SESSION_TYPES = (
 )
 # Bounded like Journey's live buffers; the load generator never lets a subscriber lag this far.
 QUEUE_SIZE = 10_000
+# The contract's cap on max_batch_size. The baseline's events are ~150 bytes, so a full batch
+# stays far below the contract's ~1 MiB bound and needs no byte count.
+MAX_BATCH_SIZE = 1000
 
 
 class Hub:
     """The live subscribers' queues; the only thing the baseline holds."""
 
     def __init__(self) -> None:
+        # One-by-one subscribers share each event's prebuilt message; batching ones take
+        # the events and build their own batch message from what is queued.
         self.queues: set[asyncio.Queue[pb.SubscribeResponse]] = set()
+        self.batch_queues: set[asyncio.Queue[pb.SystemEvent]] = set()
         self.positions = itertools.count(1)
 
     def publish(self, events: list[pb.SystemEvent]) -> None:
         """Hand each event to every live subscriber."""
         for event in events:
-            message = pb.SubscribeResponse(event=event)
-            for queue in self.queues:
-                queue.put_nowait(message)
+            if self.queues:
+                message = pb.SubscribeResponse(event=event)
+                for queue in self.queues:
+                    queue.put_nowait(message)
+            for batch_queue in self.batch_queues:
+                batch_queue.put_nowait(event)
 
 
 class Tracker(pb.TrackerServiceServicer):
@@ -93,6 +106,11 @@ class Events(pb.SystemEventServiceServicer):
         self, request: pb.SubscribeRequest, context: Context
     ) -> AsyncIterator[pb.SubscribeResponse]:
         """Replay (when asked), caught_up, then live."""
+        limit = min(request.max_batch_size, MAX_BATCH_SIZE)
+        if limit > 1:
+            async for message in self._batches(request, limit):
+                yield message
+            return
         queue: asyncio.Queue[pb.SubscribeResponse] = asyncio.Queue(QUEUE_SIZE)
         self._hub.queues.add(queue)
         try:
@@ -104,6 +122,28 @@ class Events(pb.SystemEventServiceServicer):
                 yield await queue.get()
         finally:
             self._hub.queues.discard(queue)
+
+    async def _batches(
+        self, request: pb.SubscribeRequest, limit: int
+    ) -> AsyncIterator[pb.SubscribeResponse]:
+        """Subscribe with batches: the replay `limit` events a message, then what is queued."""
+        queue: asyncio.Queue[pb.SystemEvent] = asyncio.Queue(QUEUE_SIZE)
+        self._hub.batch_queues.add(queue)
+        try:
+            if request.HasField("beginning"):
+                for i in range(0, len(self._replay), limit):
+                    chunk = self._replay[i : i + limit]
+                    yield pb.SubscribeResponse(batch=Batch(events=[m.event for m in chunk]))
+            yield pb.SubscribeResponse(caught_up=pb.CaughtUp(position=len(self._replay)))
+            while True:
+                # Whatever is already queued, up to the limit: a live event never waits for
+                # others to fill a batch.
+                events = [await queue.get()]
+                while len(events) < limit and not queue.empty():
+                    events.append(queue.get_nowait())
+                yield pb.SubscribeResponse(batch=Batch(events=events))
+        finally:
+            self._hub.batch_queues.discard(queue)
 
     async def ListSystemEvents(
         self, request: pb.ListSystemEventsRequest, context: Context

@@ -12,7 +12,7 @@ import sys
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-from bench import workloads
+from bench import nats_workloads, workloads
 
 WORKLOADS: dict[str, Callable[..., Coroutine[Any, Any, workloads.Result]]] = {
     "track": workloads.track_throughput,
@@ -21,6 +21,10 @@ WORKLOADS: dict[str, Callable[..., Coroutine[Any, Any, workloads.Result]]] = {
     "replay": workloads.replay,
     "idle_memory": workloads.idle_memory,
     "sweep": workloads.sweep,
+    "nats_ingest": nats_workloads.nats_ingest,
+    "nats_fan_out": nats_workloads.nats_fan_out,
+    "nats_latency": nats_workloads.nats_latency,
+    "nats_replay": nats_workloads.nats_replay,
 }
 
 

@@ -5,10 +5,90 @@ from __future__ import annotations
 import os
 import platform
 import time
-from importlib.metadata import version
+from dataclasses import dataclass
+from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
 from bench.scenarios import Scenario
+
+
+@dataclass(frozen=True)
+class Versus:
+    """A row of the Journey-against-NATS table: which scenario, and which figure of it."""
+
+    number: int
+    scenario: str
+    title: str
+    unit: str
+    metric: str
+    lower_is_better: bool = False
+
+
+VERSUS = (
+    Versus(
+        1,
+        "2",
+        "Durable ingest, 32 concurrent callers (Journey: Track of 20; NATS: acked publish)",
+        "events/s (NATS msg/s)",
+        "events_per_s",
+    ),
+    Versus(2, "3", "Fan-out to 100 live subscribers", "events/s delivered", "delivered_per_s"),
+    Versus(
+        3, "5", "Replay of {events:,} stored events to one subscriber", "events/s", "events_per_s"
+    ),
+    # From the send on both sides: NATS delivers before the publisher has its ack, so the
+    # from-reply figure of scenario 4 would be 0 for NATS whatever its speed.
+    Versus(
+        4,
+        "4",
+        "Live latency p99 from send to receipt, 500 events/s, 10 subscribers",
+        "ms",
+        "p99_from_send_ms",
+        lower_is_better=True,
+    ),
+)
+
+
+def versus_nats(
+    results: dict[str, dict[str, dict[str, Any]]], nats: dict[str, Any]
+) -> dict[str, Any]:
+    """The Journey-against-NATS comparison: a row for each of its scenarios that ran."""
+    rows = []
+    for v in VERSUS:
+        if v.scenario not in results or nats.get("skipped"):
+            continue
+        journey = results[v.scenario].get("journey", {})
+        theirs = results[v.scenario].get("nats", {})
+        ours_value = journey.get(v.metric)
+        their_value = theirs.get(v.metric)
+        ratio = met = None
+        if ours_value is not None and their_value is not None:
+            ratio = ours_value / their_value if their_value else None
+            met = ours_value <= their_value if v.lower_is_better else ours_value >= their_value
+        rows.append(
+            {
+                "comparison": v.number,
+                "scenario": v.scenario,
+                "title": v.title.format(events=journey.get("events", theirs.get("events", 0))),
+                "unit": v.unit,
+                "metric": v.metric,
+                "journey": ours_value,
+                "nats": their_value,
+                "ratio_journey_to_nats": ratio,
+                "target": "<= NATS's p99" if v.lower_is_better else ">= 1.0 x NATS",
+                "met": met,
+                "lower_is_better": v.lower_is_better,
+                # Scenario 4's own figure, from the Track reply / the publish ack.
+                "from_reply": (journey.get("p99_ms"), theirs.get("p99_ms"))
+                if v.lower_is_better
+                else None,
+            }
+        )
+    try:
+        client = version("nats-py")
+    except PackageNotFoundError:
+        client = None
+    return {**nats, "nats_py": client, "rows": rows}
 
 
 def document(
@@ -17,6 +97,7 @@ def document(
     columns: list[str],
     quick: bool,
     started: float,
+    nats: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Everything measured, with the machine it ran on and each target's verdict."""
     rows = []
@@ -34,6 +115,7 @@ def document(
                 "met": None if value is None else s.target.check(value, base),
                 "ratio_to_baseline": value / base if value is not None and base else None,
                 "baseline_note": s.baseline_note,
+                "nats_note": s.nats_note,
                 "extra": list(s.extra),
                 "results": by_server,
             }
@@ -50,6 +132,7 @@ def document(
         },
         "columns": columns,
         "rows": rows,
+        "versus_nats": versus_nats(results, nats or {"skipped": "not asked for"}),
     }
 
 
@@ -97,7 +180,43 @@ def markdown(doc: dict[str, Any]) -> str:
         )
         if row["baseline_note"]:
             notes.append(f"- {row['scenario']}: baseline {row['baseline_note']}.")
-    return "\n".join([*lines, "", *notes])
+        if row.get("nats_note") and "nats" in doc["columns"]:
+            notes.append(f"- {row['scenario']}: nats {row['nats_note']}.")
+    return "\n".join([*lines, "", *notes, "", *_versus_markdown(doc.get("versus_nats", {}))])
+
+
+def _versus_markdown(versus: dict[str, Any]) -> list[str]:
+    if versus.get("skipped"):
+        return [f"Journey against NATS JetStream: not run ({versus['skipped']})."]
+    if not versus.get("rows"):
+        return []
+    lines = [
+        "### Journey against NATS JetStream",
+        "",
+        f"NATS at {versus['url']}, nats-py {versus['nats_py']}; both measured in this run.",
+        "",
+        "| # | comparison | unit | journey | nats | journey / nats | target | met |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for row in versus["rows"]:
+        ours, theirs = ("n/a" if row[k] is None else _number(row[k]) for k in ("journey", "nats"))
+        ratio = (
+            "n/a"
+            if row["ratio_journey_to_nats"] is None
+            else (f"{row['ratio_journey_to_nats']:.2f}")
+        )
+        if row["lower_is_better"] and row["met"] is not None:
+            ratio += " (no worse)" if row["met"] else " (worse)"
+        if row["from_reply"]:
+            reply = ["n/a" if x is None else _number(x) for x in row["from_reply"]]
+            ours += f" (from reply {reply[0]})"
+            theirs += f" (from ack {reply[1]})"
+        met = {True: "yes", False: "no", None: "?"}[row["met"]]
+        lines.append(
+            f"| {row['comparison']} | {row['title']} | {row['unit']} | {ours} | {theirs} "
+            f"| {ratio} | {row['target']} | {met} |"
+        )
+    return lines
 
 
 def failures(doc: dict[str, Any]) -> list[str]:

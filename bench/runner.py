@@ -1,8 +1,9 @@
-"""Runs every scenario against the baseline and Journey (and any variants), then reports."""
+"""Runs every scenario against the baseline, Journey, any variants and NATS, then reports."""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import os
 import subprocess
@@ -19,6 +20,7 @@ from bench.scenarios import FULL, QUICK, SCENARIOS, Plan, Scenario, Sizes
 
 ROOT = Path(__file__).resolve().parent.parent
 LOAD_TIMEOUT = 600.0
+NATS = "nats"
 
 
 @dataclass(frozen=True)
@@ -33,6 +35,11 @@ class Server:
     def is_baseline(self) -> bool:
         """Whether this is the storage-free baseline."""
         return self.name == "baseline"
+
+    @property
+    def is_nats(self) -> bool:
+        """Whether this is NATS JetStream, a server the benchmark finds rather than starts."""
+        return self.name == NATS
 
 
 def parse_variant(text: str) -> Server:
@@ -67,6 +74,10 @@ def run_load(plan: Plan, target: str, extra: dict[str, Any]) -> dict[str, Any]:
 
 def run_one(scenario: Scenario, sizes: Sizes, server: Server, workdir: Path) -> dict[str, Any]:
     """One scenario against one server, on a fresh database."""
+    if server.is_nats:
+        if scenario.nats is None:
+            return {"skipped": scenario.nats_note}
+        return run_load(scenario.nats(sizes), nats_url(), {})
     plan = scenario.plan(sizes)
     extra: dict[str, Any] = {}
     started: AbstractContextManager[servers.Running]
@@ -95,6 +106,38 @@ def run_one(scenario: Scenario, sizes: Sizes, server: Server, workdir: Path) -> 
         return {"error": str(error)}
 
 
+def nats_url() -> str:
+    """The NATS server's URL (JOURNEY_BENCH_NATS_URL)."""
+    return os.environ.get("JOURNEY_BENCH_NATS_URL", "nats://127.0.0.1:4222")
+
+
+def nats_unreachable(url: str) -> str | None:
+    """Why JetStream cannot be used at `url`, or None if it answers."""
+    try:
+        # Imported here: without nats-py the rest of the benchmark still runs.
+        from bench import nats_workloads
+    except ImportError as error:
+        return f"nats-py is not installed: {error}"
+    return asyncio.run(nats_workloads.probe(url))
+
+
+def nats_status(chosen: list[Scenario], no_nats: bool) -> dict[str, Any]:
+    """The NATS column's URL and why it is left out (None: it runs); says so if unreachable."""
+    url = nats_url()
+    if no_nats:
+        return {"url": url, "skipped": "--no-nats"}
+    if not any(s.nats is not None for s in chosen):
+        return {"url": url, "skipped": "no chosen scenario has a NATS run"}
+    reason = nats_unreachable(url)
+    if reason is not None:
+        print(
+            f"NATS JetStream not reachable at {url.removeprefix('nats://')} ({reason}): "
+            "the nats column is skipped",
+            flush=True,
+        )
+    return {"url": url, "skipped": reason}
+
+
 def main() -> None:
     """Parse the command line, run, print the table, write JSON; exit 1 if anything failed."""
     parser = argparse.ArgumentParser(prog="python3 dev.py bench", description=__doc__)
@@ -109,10 +152,18 @@ def main() -> None:
         metavar="LABEL:PATH[:KEY=VALUE,...]",
         help="also run Journey from another checkout and/or with JOURNEY_* settings",
     )
+    parser.add_argument(
+        "--no-nats",
+        action="store_true",
+        help="leave out the NATS JetStream column (JOURNEY_BENCH_NATS_URL, default local)",
+    )
     args = parser.parse_args()
     sizes = QUICK if args.quick else FULL
     chosen = [s for s in SCENARIOS if not args.only or s.key in args.only.split(",")]
     columns = [Server("baseline"), Server("journey"), *args.variant]
+    nats = nats_status(chosen, args.no_nats)
+    if nats["skipped"] is None:
+        columns.append(Server(NATS))
     started = time.time()
     results: dict[str, dict[str, dict[str, Any]]] = {}
     with tempfile.TemporaryDirectory(prefix="journey-bench-") as tmp:
@@ -124,7 +175,7 @@ def main() -> None:
                 result = run_one(scenario, sizes, server, workdir)
                 results[scenario.key][server.name] = result
                 print(f"scenario {scenario.key} {server.name}: {json.dumps(result)}", flush=True)
-    doc = report.document(chosen, results, [c.name for c in columns], args.quick, started)
+    doc = report.document(chosen, results, [c.name for c in columns], args.quick, started, nats)
     print()
     print(report.markdown(doc))
     if args.json:

@@ -1,4 +1,4 @@
-"""The seven scenarios of issue 5: their sizes, server settings, seeding, workload and target."""
+"""The seven scenarios of issue 5: sizes, server settings, seeding, workloads and targets."""
 
 from __future__ import annotations
 
@@ -74,6 +74,9 @@ class Scenario:
     # What the baseline column means when it is not the same measurement.
     baseline_note: str = ""
     extra: tuple[str, ...] = ()
+    # NATS JetStream doing the same work (bench/nats_workloads.py), or None with a note why not.
+    nats: Callable[[Sizes], Plan] | None = None
+    nats_note: str = ""
 
 
 def _at_least(x: float) -> Target:
@@ -118,6 +121,7 @@ SCENARIOS = (
         _of_baseline(0.6),
         lambda s: Plan("track", {"callers": 32, "events": 1, "seconds": s.seconds}),
         extra=("events_per_s",),
+        nats_note="n/a: a JetStream publish is one message; the comparison is row 2's",
     ),
     Scenario(
         "2",
@@ -127,6 +131,8 @@ SCENARIOS = (
         _at_least(20_000),
         lambda s: Plan("track", {"callers": 32, "events": 20, "seconds": s.seconds}),
         extra=("calls_per_s",),
+        nats=lambda s: Plan("nats_ingest", {"publishers": 32, "seconds": s.seconds}),
+        nats_note="one acked publish of a ~110-byte page view per message",
     ),
     Scenario(
         "3",
@@ -141,6 +147,11 @@ SCENARIOS = (
             "fan_out",
             {"subscribers": 100, "seconds": s.seconds, "window": 3_000, "processes": 4},
         ),
+        nats=lambda s: Plan(
+            "nats_fan_out",
+            {"subscribers": 100, "seconds": s.seconds, "window": 3_000, "processes": 4},
+        ),
+        nats_note="ordered consumers; each producer call is 3 acked publishes",
     ),
     Scenario(
         "4",
@@ -149,7 +160,11 @@ SCENARIOS = (
         "ms",
         _at_most(20, "ms"),
         lambda s: Plan("latency", {"subscribers": 10, "events_per_s": 500.0, "seconds": s.seconds}),
-        extra=("p50_ms", "max_ms", "events_per_s"),
+        extra=("p50_ms", "max_ms", "p99_from_send_ms", "events_per_s"),
+        nats=lambda s: Plan(
+            "nats_latency", {"subscribers": 10, "events_per_s": 500.0, "seconds": s.seconds}
+        ),
+        nats_note="from the publish's ack, as Journey's from the Track reply",
     ),
     Scenario(
         "5",
@@ -165,6 +180,8 @@ SCENARIOS = (
         ),
         baseline_note="analogue: the same number of prebuilt events streamed from memory",
         extra=("events",),
+        nats=lambda s: Plan("nats_replay", {"expected": s.replay_events}),
+        nats_note="the messages are published before the clock starts",
     ),
     Scenario(
         "6",
@@ -174,6 +191,7 @@ SCENARIOS = (
         _at_most(250, "MB"),
         lambda s: Plan("idle_memory", {"subscribers": s.idle_subscribers}, needs_pid=True),
         extra=("rss_before_mb", "subscribers"),
+        nats_note="n/a: not compared (the NATS server is not started by the benchmark)",
     ),
     Scenario(
         "7",
@@ -190,5 +208,6 @@ SCENARIOS = (
         ),
         baseline_note="n/a: the baseline keeps no sessions, so nothing expires",
         extra=("visits",),
+        nats_note="n/a: NATS keeps no sessions",
     ),
 )

@@ -44,9 +44,12 @@ def _process(
 ) -> Iterator[Running]:
     """Run `argv`, wait for its "listening on port N" line on stderr, stop it afterwards."""
     log_path = workdir / f"{name}.log"
+    # Journey rejects any JOURNEY_* variable it does not know, and the benchmark's own
+    # settings (JOURNEY_BENCH_*) are none of its business.
+    inherited = {k: v for k, v in os.environ.items() if not k.startswith("JOURNEY_BENCH_")}
     with log_path.open("wb") as log:
         process = subprocess.Popen(
-            list(argv), cwd=workdir, env={**os.environ, **env}, stdout=log, stderr=log
+            list(argv), cwd=workdir, env={**inherited, **env}, stdout=log, stderr=log
         )
     try:
         port = _wait_for_port(process, log_path)
