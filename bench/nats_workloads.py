@@ -316,7 +316,7 @@ def nats_subscriber_process(
 
 
 async def nats_fan_out(
-    target: str, subscribers: int, seconds: float, window: int, processes: int
+    target: str, subscribers: int, seconds: float, window: int, processes: int, producers: int
 ) -> Result:
     """Comparison 2: scenario 3 with ordered consumers and, for each Track, 3 acked publishes.
 
@@ -342,6 +342,7 @@ async def nats_fan_out(
                     seconds,
                     window,
                     processes,
+                    producers,
                 )
         finally:
             await nc.close()

@@ -358,8 +358,9 @@ async def drive_fan_out(
     seconds: float,
     window: int,
     processes: int,
+    producers: int,
 ) -> Result:
-    """Scenario 3's shape for any server: subscriber processes, 4 windowed producers.
+    """Scenario 3's shape for any server: subscriber processes, `producers` windowed producers.
 
     `entry(*args, counts, conn, seconds)` runs one process's subscribers; `call(producer, n)`
     makes one producer's n-th call and returns the ids of the events it caused, which every
@@ -394,7 +395,7 @@ async def drive_fan_out(
                     await asyncio.sleep(0.001)
                 produced.update(await call(i, n))
 
-        production = asyncio.ensure_future(asyncio.gather(*(producer(i) for i in range(4))))
+        production = asyncio.ensure_future(asyncio.gather(*(producer(i) for i in range(producers))))
         waiting: list[asyncio.Future[Any]] = [production, *replies]
         await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
         if not production.done():
@@ -426,9 +427,10 @@ async def fan_out(
     seconds: float,
     window: int,
     processes: int,
+    producers: int,
     max_batch_size: int = MAX_BATCH_SIZE,
 ) -> Result:
-    """Scenario 3: new-session Tracks fanned out to `subscribers` live streams.
+    """Scenario 3: new-session Tracks from `producers` callers fanned out to `subscribers` streams.
 
     The subscribers are spread over `processes` processes, so that the figure is not one
     process's client CPU. The producers hold back while the slowest subscriber is more than
@@ -453,6 +455,7 @@ async def fan_out(
             seconds,
             window,
             processes,
+            producers,
         )
     except grpc.aio.AioRpcError as error:
         raise WorkloadError(f"call failed: {error.code().name} {error.details()}") from error
