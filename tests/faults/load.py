@@ -53,10 +53,16 @@ async def write(
                 return
 
 
+# The packagings a subscriber may ask for: one event per message, small and large batches.
+BATCH_SIZES = (0, 7, 1000)
+
+
 @dataclass
 class Subscriber:
     """Every event one subscriber received, across its resumptions."""
 
+    # 0: one event per message, as v1 clients ask; above 1: batches of up to this many.
+    max_batch_size: int = 0
     events: list[pb.SystemEvent] = field(default_factory=list)
     caught_up: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -72,6 +78,7 @@ class Subscriber:
             if self.events
             else pb.SubscribeRequest(beginning=Empty())
         )
+        request.max_batch_size = self.max_batch_size
         self.caught_up.clear()
         stream = stubs.events.Subscribe(request)
         try:
@@ -79,6 +86,8 @@ class Subscriber:
                 assert isinstance(message, pb.SubscribeResponse)
                 if message.HasField("event"):
                     self.events.append(message.event)
+                elif message.HasField("batch"):
+                    self.events.extend(message.batch.events)
                 elif message.HasField("caught_up"):
                     self.caught_up.set()
                     if until_caught_up:

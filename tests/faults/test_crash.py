@@ -8,7 +8,14 @@ from pathlib import Path
 import grpc
 import pytest
 
-from tests.faults.load import Outcomes, Subscriber, assert_nothing_lost, resume_all, start_load
+from tests.faults.load import (
+    BATCH_SIZES,
+    Outcomes,
+    Subscriber,
+    assert_nothing_lost,
+    resume_all,
+    start_load,
+)
 from tests.faults.process import running, write_config
 
 pytestmark = pytest.mark.slow
@@ -24,7 +31,10 @@ async def test_sigkill_under_load_loses_nothing_acknowledged(
 ) -> None:
     config = write_config(tmp_path, database_url)
     outcomes = Outcomes()
-    subscribers = [Subscriber() for _ in range(SUBSCRIBERS)]
+    # One per message, batches of 7 and of 1000: resuming must hold in every packaging.
+    subscribers = [
+        Subscriber(max_batch_size=BATCH_SIZES[i % len(BATCH_SIZES)]) for i in range(SUBSCRIBERS)
+    ]
 
     async with running(config) as server, server.stubs() as stubs:
         following, writers = await start_load(

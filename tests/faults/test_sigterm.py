@@ -9,12 +9,19 @@ import grpc
 import pytest
 
 from journey_client import pb
-from tests.faults.load import Outcomes, Subscriber, assert_nothing_lost, resume_all, start_load
+from tests.faults.load import (
+    BATCH_SIZES,
+    Outcomes,
+    Subscriber,
+    assert_nothing_lost,
+    resume_all,
+    start_load,
+)
 from tests.faults.process import running, write_config
 
 pytestmark = pytest.mark.slow
 
-WRITERS, SUBSCRIBERS = 4, 2
+WRITERS, SUBSCRIBERS = 4, 3
 CALLS_PER_WRITER = 2000
 ACKED_BEFORE_STOP = 300
 GIVE_UP_AFTER = 50
@@ -25,7 +32,10 @@ async def test_sigterm_under_load_stores_exactly_what_succeeded(
 ) -> None:
     config = write_config(tmp_path, database_url, 'shutdown_grace = "5s"\n')
     outcomes = Outcomes()
-    subscribers = [Subscriber() for _ in range(SUBSCRIBERS)]
+    # One per message, batches of 7 and of 1000: resuming must hold in every packaging.
+    subscribers = [
+        Subscriber(max_batch_size=BATCH_SIZES[i % len(BATCH_SIZES)]) for i in range(SUBSCRIBERS)
+    ]
 
     async with running(config) as server, server.stubs() as stubs:
         following, writers = await start_load(
