@@ -201,6 +201,9 @@ async def test_client_commands_fail_with_one_line_and_an_exit_code(
         code, _, err = await client_cli(port, "subscribe", "--from", "yesterday")
         assert code == 2
         assert "start must be beginning, end or a position" in err
+        code, _, err = await client_cli(port, "subscribe", "--max-batch-size", "-1")
+        assert code == 2
+        assert "--max-batch-size: expected a whole number >= 0, not '-1'" in err
     with socket.socket() as closed:
         closed.bind(("127.0.0.1", 0))
         code, _, err = await client_cli(closed.getsockname()[1], "settings")
