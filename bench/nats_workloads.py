@@ -33,9 +33,9 @@ from bench.workloads import (
     DRAIN_SECONDS,
     Result,
     WorkloadError,
-    _receive,
     drive_fan_out,
     p99,
+    receive_from_parent,
     run_group,
 )
 from journey_client import pb
@@ -281,7 +281,7 @@ async def _nats_group(
             # The subscriptions have reached the server before the producers start.
             await nc.flush()
             conn.send(None)
-            ids = asyncio.ensure_future(_receive(conn))
+            ids = asyncio.ensure_future(receive_from_parent(conn))
             try:
                 await wait_for(
                     followers, lambda _: ids.done(), seconds + DRAIN_SECONDS, "hear the ids"

@@ -243,7 +243,7 @@ async def _finish(subscribers: list[Subscriber], ids: set[str]) -> None:
         await s.stop()
 
 
-async def _receive(conn: Connection) -> Any:
+async def receive_from_parent(conn: Connection) -> Any:
     """The next message on `conn`, without blocking the event loop; EOFError if none can come."""
     loop = asyncio.get_running_loop()
     readable = asyncio.Event()
@@ -271,7 +271,7 @@ async def _subscriber_group(
         conn.send(None)
         # The parent sends the produced ids when its producers stop; a stream failing before
         # that is reported at once, or the producers would wait for it forever.
-        ids = asyncio.ensure_future(_receive(conn))
+        ids = asyncio.ensure_future(receive_from_parent(conn))
         await _until(subs, lambda _: asyncio.wait([ids]), seconds + DRAIN_SECONDS, "hear the ids")
         await _finish(subs, set(ids.result()))
     except grpc.aio.AioRpcError as error:
@@ -313,7 +313,7 @@ class _Group:
     async def reply(self) -> float | None:
         """The process's next message; its error, or its early end, raises WorkloadError."""
         try:
-            message: float | str | None = await _receive(self.conn)
+            message: float | str | None = await receive_from_parent(self.conn)
         except EOFError:
             self.process.join(1.0)
             raise WorkloadError(
