@@ -26,7 +26,11 @@ class Step:
 
 @dataclass
 class FakeEvents(pb.SystemEventServiceServicer):
-    """Serves `log` (events at positions 1..n) following `script`, one Step per call."""
+    """Serves `log` (events at positions 1..n) following `script`, one Step per call.
+
+    Like Journey it sends batches to a subscriber that asks for them, here of at most 2 events
+    whatever the size asked, so that a scripted cut can fall between the events of a batch.
+    """
 
     log: list[pb.SystemEvent]
     script: list[Step]
@@ -47,8 +51,13 @@ class FakeEvents(pb.SystemEventServiceServicer):
         if after > len(self.log):
             await context.abort(grpc.StatusCode.OUT_OF_RANGE, f"position {after} not assigned")
         first = max(0, after - step.rewind)
-        for event in self.log[first : first + step.count]:
-            yield pb.SubscribeResponse(event=event)
+        events = self.log[first : first + step.count]
+        if request.max_batch_size > 1:
+            for i in range(0, len(events), 2):
+                yield pb.SubscribeResponse(batch=pb.SystemEventBatch(events=events[i : i + 2]))
+        else:
+            for event in events:
+                yield pb.SubscribeResponse(event=event)
         if step.checkpoint is not None:
             yield pb.SubscribeResponse(checkpoint=pb.Checkpoint(position=step.checkpoint))
         if step.ending != grpc.StatusCode.OK:

@@ -49,6 +49,24 @@ async def test_a_cut_stream_resumes_after_the_last_delivered_event(ending: grpc.
     assert after_positions(fake) == ["beginning", 3, 3, 7]
 
 
+async def test_batches_by_default_one_event_per_message_when_asked() -> None:
+    # Cuts after 3 events fall inside a batch of 2: the client resumes after the third.
+    fake = FakeEvents(make_log(6), [Step(3), Step(3)])
+    async with fake_server(events=fake) as address:
+        events, last, _ = await collect(address, 6, start="beginning")
+        assert positions(events) == list(range(1, 7))
+        assert last == 6
+        assert [r.max_batch_size for r in fake.requests] == [1000, 1000]
+        fake.requests.clear()
+        fake.script = [Step(3)]
+        events, _, _ = await collect(address, 6, start="beginning", max_batch_size=0)
+        assert positions(events) == list(range(1, 7))
+        assert [r.max_batch_size for r in fake.requests] == [0, 0]
+    async with JourneyClient("127.0.0.1:1") as client:
+        with pytest.raises(ValueError, match="max_batch_size must be >= 0"):
+            client.subscribe(max_batch_size=-1)
+
+
 async def test_an_overlapping_replay_is_not_yielded_twice() -> None:
     # A server that resumes too early (here: two events before the asked-for position).
     fake = FakeEvents(

@@ -88,6 +88,9 @@ from journey_client._gen.journey.v1.system_event_pb2 import (
     SystemEvent as SystemEvent,
 )
 from journey_client._gen.journey.v1.system_event_pb2 import (
+    SystemEventBatch as SystemEventBatch,
+)
+from journey_client._gen.journey.v1.system_event_pb2 import (
     SystemEventFilter as SystemEventFilter,
 )
 from journey_client._gen.journey.v1.system_event_pb2 import (
