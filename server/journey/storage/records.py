@@ -55,12 +55,6 @@ def system_event_from_row(row: Row[Any]) -> SystemEvent:
     )
 
 
-def values(record: Any) -> dict[str, Any]:
-    """A domain dataclass as column values; enums become their integers."""
-    shape = _SHAPES.get(type(record)) or _shape(type(record))
-    return dict(zip(shape.names, row(record), strict=True))
-
-
 def row(record: Any) -> tuple[Any, ...]:
     """A domain dataclass's values in `field_names` order; enums become their integers."""
     shape = _SHAPES.get(type(record)) or _shape(type(record))
@@ -91,7 +85,7 @@ _SHAPES: dict[type, _Shape] = {}
 
 
 def _shape(cls: type) -> _Shape:
-    # Worked out once per class: values() runs once per staged row, and dataclasses.fields()
+    # Worked out once per class: row() runs once per staged row, and dataclasses.fields()
     # and a per-value isinstance were most of its cost.
     hints = typing.get_type_hints(cls)
     names = tuple(f.name for f in dataclasses.fields(cls))
