@@ -55,6 +55,11 @@ def system_event_from_row(row: Row[Any]) -> SystemEvent:
     )
 
 
+def values(record: Any) -> dict[str, Any]:
+    """A domain dataclass as column values by name; enums become their integers."""
+    return dict(zip(field_names(type(record)), row(record), strict=True))
+
+
 def row(record: Any) -> tuple[Any, ...]:
     """A domain dataclass's values in `field_names` order; enums become their integers."""
     shape = _SHAPES.get(type(record)) or _shape(type(record))
