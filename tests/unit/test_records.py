@@ -1,21 +1,23 @@
-"""values(): a domain record as the column values the writer inserts."""
+"""row(), field_names() and values(): a domain record as the column values the writer inserts."""
 
 from __future__ import annotations
 
 import dataclasses
 
 from journey.domain.model import Session, SessionState, SystemEvent, SystemEventType
-from journey.storage.records import values
+from journey.storage.records import field_names, row, values
 from tests.unit.test_rules import NOW, make_profile, make_session
 
 
-def test_every_field_by_name_with_enums_as_plain_integers() -> None:
+def test_every_field_in_order_with_enums_as_plain_integers() -> None:
     session = make_session(SessionState.IDLE)
-    row = values(session)
-    assert row == {f.name: getattr(session, f.name) for f in dataclasses.fields(Session)}
+    values = row(session)
+    assert field_names(Session) == tuple(f.name for f in dataclasses.fields(Session))
+    assert values == tuple(getattr(session, f.name) for f in dataclasses.fields(Session))
     # A plain int, not the IntEnum: drivers bind exactly what they are given.
-    assert type(row["state"]) is int
-    assert row["state"] == int(SessionState.IDLE)
+    state = values[field_names(Session).index("state")]
+    assert type(state) is int
+    assert state == int(SessionState.IDLE)
 
 
 def test_each_class_keeps_its_own_shape() -> None:

@@ -56,31 +56,45 @@ def system_event_from_row(row: Row[Any]) -> SystemEvent:
 
 
 def values(record: Any) -> dict[str, Any]:
-    """A domain dataclass as column values; enums become their integers."""
+    """A domain dataclass as column values by name; enums become their integers."""
+    return dict(zip(field_names(type(record)), row(record), strict=True))
+
+
+def row(record: Any) -> tuple[Any, ...]:
+    """A domain dataclass's values in `field_names` order; enums become their integers."""
     shape = _SHAPES.get(type(record)) or _shape(type(record))
     # Shallow on purpose: asdict() would deep-copy every properties dict.
-    out = dict(zip(shape.names, shape.read(record), strict=True))
-    for name in shape.enums:
-        out[name] = int(out[name])
-    return out
+    out = shape.read(record)
+    if not shape.enums:
+        return out
+    listed = list(out)
+    for index in shape.enums:
+        listed[index] = int(listed[index])
+    return tuple(listed)
+
+
+def field_names(cls: type) -> tuple[str, ...]:
+    """The field names of a domain dataclass, in the order `row` gives their values."""
+    return (_SHAPES.get(cls) or _shape(cls)).names
 
 
 @dataclasses.dataclass(frozen=True)
 class _Shape:
     names: tuple[str, ...]
     read: Callable[[Any], tuple[Any, ...]]
-    enums: tuple[str, ...]
+    # The positions of the enum fields.
+    enums: tuple[int, ...]
 
 
 _SHAPES: dict[type, _Shape] = {}
 
 
 def _shape(cls: type) -> _Shape:
-    # Worked out once per class: values() runs once per staged row, and dataclasses.fields()
+    # Worked out once per class: row() runs once per staged row, and dataclasses.fields()
     # and a per-value isinstance were most of its cost.
     hints = typing.get_type_hints(cls)
     names = tuple(f.name for f in dataclasses.fields(cls))
-    enums = tuple(n for n in names if hints[n] in (SessionState, SystemEventType))
+    enums = tuple(i for i, n in enumerate(names) if hints[n] in (SessionState, SystemEventType))
     if len(names) < 2:
         raise TypeError(f"{cls.__name__} has fewer than two fields")  # attrgetter's shape
     shape = _SHAPES[cls] = _Shape(names, operator.attrgetter(*names), enums)

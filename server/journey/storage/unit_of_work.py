@@ -7,12 +7,20 @@ from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, Insert, Table, Update, bindparam, insert, update
+from sqlalchemy import Connection, Table, Update, bindparam, insert, update
 
-from journey.domain.model import Encode, EncodedEvent, Profile, Session, SystemEvent
+from journey.domain.model import (
+    Encode,
+    EncodedEvent,
+    Profile,
+    Session,
+    SystemEvent,
+    TrackedEvent,
+)
 from journey.domain.rules import Outcome, StoredEventRef
 from journey.storage import statements
-from journey.storage.records import profile_from_row, session_from_row, values
+from journey.storage.bulk import Bulk
+from journey.storage.records import field_names, profile_from_row, row, session_from_row
 
 
 @dataclass(frozen=True)
@@ -58,7 +66,7 @@ class UnitOfWork:
         self._new_sessions: set[str] = set()
         self._new_profiles: set[str] = set()
         self._stored: dict[tuple[str, str], StoredEventRef] = {}
-        self._tracked: list[dict[str, Any]] = []
+        self._tracked: list[tuple[Any, ...]] = []
         # Client event ids known not to be stored (until staged).
         self._known_new: set[tuple[str, str]] = set()
         # Rows loaded ahead; None records that a key has no row.
@@ -151,9 +159,7 @@ class UnitOfWork:
             self._stored[event.source_id, event.id] = StoredEventRef(
                 event.profile_id, event.session_id
             )
-            row = values(event)
-            row["event_id"] = row.pop("id")
-            self._tracked.append(row)
+            self._tracked.append(row(event))
         first = self.last_position + 1
         self.last_position += len(outcome.system_events)
         events = tuple(
@@ -175,28 +181,20 @@ class UnitOfWork:
 
     def flush(self) -> None:
         """Write everything staged: one executemany per table and kind."""
-        self._upsert(statements.profiles, self._profiles, self._new_profiles)
-        self._upsert(statements.sessions, self._sessions, self._new_sessions)
-        if self._tracked:
-            self._connection.execute(_INSERTS[statements.tracked_events.name], self._tracked)
-        if self.appended:
-            rows = []
-            for event in self.appended:
-                row = values(event)
-                row["encoded"] = data = self._encode(event)
-                rows.append(row)
-                self.encoded.append(EncodedEvent(event.position, data))
-            self._connection.execute(_INSERTS[statements.system_events.name], rows)
-
-    def _upsert(self, table: Table, staged: dict[str, Any], new: set[str]) -> None:
-        inserts = [values(v) for k, v in staged.items() if k in new]
-        updates = [values(v) for k, v in staged.items() if k not in new]
-        if inserts:
-            self._connection.execute(_INSERTS[table.name], inserts)
-        if updates:
-            for row in updates:
-                row["key"] = row.pop("id")
-            self._connection.execute(_UPDATES[table.name], updates)
+        connection = self._connection
+        for inserts, updates, staged, new in (
+            (_PROFILE_INSERTS, _PROFILE_UPDATES, self._profiles, self._new_profiles),
+            (_SESSION_INSERTS, _SESSION_UPDATES, self._sessions, self._new_sessions),
+        ):
+            inserts.execute(connection, [row(v) for k, v in staged.items() if k in new])
+            updates.execute(connection, [row(v) for k, v in staged.items() if k not in new])
+        _TRACKED_INSERTS.execute(connection, self._tracked)
+        rows = []
+        for event in self.appended:
+            data = self._encode(event)
+            rows.append((*row(event), data))
+            self.encoded.append(EncodedEvent(event.position, data))
+        _SYSTEM_EVENT_INSERTS.execute(connection, rows)
 
 
 def _update_by_key(table: Table) -> Update:
@@ -206,16 +204,17 @@ def _update_by_key(table: Table) -> Update:
     return update(table).where(table.c.id == bindparam("key")).values(columns)
 
 
-# Built once: a statement built per flush costs a cache-key computation every time.
-_INSERTS: dict[str, Insert] = {
-    t.name: insert(t)
-    for t in (
-        statements.profiles,
-        statements.sessions,
-        statements.tracked_events,
-        statements.system_events,
-    )
-}
-_UPDATES: dict[str, Update] = {
-    t.name: _update_by_key(t) for t in (statements.profiles, statements.sessions)
-}
+def _renamed(cls: type, **renames: str) -> tuple[str, ...]:
+    # A record's field names as the statement's bind names: `row(record)` gives their values.
+    return tuple(renames.get(name, name) for name in field_names(cls))
+
+
+# Built once, and each compiled once per dialect: see bulk.py.
+_PROFILE_INSERTS = Bulk(insert(statements.profiles), field_names(Profile))
+_PROFILE_UPDATES = Bulk(_update_by_key(statements.profiles), _renamed(Profile, id="key"))
+_SESSION_INSERTS = Bulk(insert(statements.sessions), field_names(Session))
+_SESSION_UPDATES = Bulk(_update_by_key(statements.sessions), _renamed(Session, id="key"))
+_TRACKED_INSERTS = Bulk(insert(statements.tracked_events), _renamed(TrackedEvent, id="event_id"))
+_SYSTEM_EVENT_INSERTS = Bulk(
+    insert(statements.system_events), (*field_names(SystemEvent), "encoded")
+)

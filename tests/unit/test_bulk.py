@@ -1,0 +1,43 @@
+"""Bulk: a Core statement run with tuples stores what Connection.execute with dicts would."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from sqlalchemy import bindparam, create_engine, insert, select, update
+from sqlalchemy.dialects.postgresql import asyncpg
+
+from journey.storage import statements
+from journey.storage.bulk import Bulk
+from journey.storage.schema import Base
+
+T = statements.tracked_events
+WHEN = datetime(2026, 11, 27, 8, 0, 0, 123456, tzinfo=UTC)
+ROW = ("e1", "web", "view", b"\x00\x01", WHEN, WHEN, "p", "s")
+NAMES = tuple(c.name for c in T.c if c.name != "seq")
+
+
+def test_rows_through_the_types_bind_processors_in_the_statements_column_order() -> None:
+    engine = create_engine("sqlite://")
+    Base.metadata.create_all(engine)
+    with engine.begin() as connection:
+        Bulk(insert(T), NAMES).execute(connection, [ROW, ("e2", *ROW[1:])])
+        # The bind names in another order than the statement's: the key comes first here.
+        move = update(T).where(T.c.event_id == bindparam("key")).values(type=bindparam("t"))
+        Bulk(move, ("key", "t")).execute(connection, [("e2", "click")])
+        Bulk(insert(T), NAMES).execute(connection, [])  # no rows: nothing runs
+        stored = connection.execute(select(*(T.c[n] for n in NAMES)).order_by(T.c.seq)).all()
+        micros = connection.execute(select(T.c.occur_time.cast(T.c.seq.type))).scalar()
+    assert [tuple(r) for r in stored] == [ROW, ("e2", "web", "click", *ROW[3:])]
+    assert micros == int(WHEN.timestamp()) * 1_000_000 + 123456  # as UtcMicros stores it
+    engine.dispose()
+
+
+def test_asyncpg_gets_its_own_sql_without_returning() -> None:
+    # Its DB-API module only for the types' bind processors: nothing connects.
+    dialect = asyncpg.dialect(dbapi=asyncpg.dialect.import_dbapi())  # type: ignore[no-untyped-call]
+    sql, convert = Bulk(insert(T), NAMES)._compile(dialect)
+    assert sql.startswith("INSERT INTO tracked_events (event_id,")
+    assert "$8" in sql
+    assert "RETURNING" not in sql
+    assert convert(ROW)[4] == int(WHEN.timestamp()) * 1_000_000 + 123456
