@@ -34,6 +34,7 @@ from bench.workloads import (
     Result,
     WorkloadError,
     drive_fan_out,
+    on_schedule,
     p99,
     receive_from_parent,
     run_group,
@@ -415,22 +416,14 @@ async def nats_latency(
             calls = int(events_per_s / 3 * seconds)
             interval = 3 / events_per_s
 
-            async def one() -> None:
+            async def one(_call: int) -> None:
                 sent = struct.pack("<d", time.perf_counter()) + body
                 acks = await asyncio.gather(*(js.publish(subject, sent) for _ in range(3)))
                 now = time.perf_counter()
                 for a in acks:
                     acked[a.seq] = now
 
-            start = time.perf_counter()
-            tasks = []
-            for call in range(calls):
-                delay = start + call * interval - time.perf_counter()
-                if delay > 0:
-                    await asyncio.sleep(delay)
-                tasks.append(asyncio.create_task(one()))
-            await asyncio.gather(*tasks)
-            sent_for = time.perf_counter() - start
+            sent_for = await on_schedule(calls, interval, one)
             total = len(acked)
             if sorted(acked) != list(range(1, total + 1)):
                 raise WorkloadError("NATS acked sequences that are not 1..N")

@@ -495,15 +495,7 @@ async def live_latency(
                 replied[e.id] = now
                 sent[e.id] = sent_at
 
-        start = time.perf_counter()
-        tasks = []
-        for call in range(calls):
-            delay = start + call * interval - time.perf_counter()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            tasks.append(asyncio.create_task(one(call)))
-        await asyncio.gather(*tasks)
-        sent_for = time.perf_counter() - start
+        sent_for = await on_schedule(calls, interval, one)
         ids = set(replied)
         await _finish(subs, ids)
     except grpc.aio.AioRpcError as error:
@@ -524,6 +516,24 @@ async def live_latency(
         "events_per_s": len(ids) / sent_for,
         "samples": len(latencies),
     }
+
+
+async def on_schedule(
+    calls: int, interval: float, call: Callable[[int], Coroutine[Any, Any, None]]
+) -> float:
+    """Start call(0), call(1), ... every `interval` s, whether or not earlier ones returned.
+
+    Returns the seconds from the first start until every call has returned.
+    """
+    start = time.perf_counter()
+    tasks = []
+    for n in range(calls):
+        delay = start + n * interval - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        tasks.append(asyncio.create_task(call(n)))
+    await asyncio.gather(*tasks)
+    return time.perf_counter() - start
 
 
 def p99(ordered: list[float]) -> float:
