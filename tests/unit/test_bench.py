@@ -63,10 +63,13 @@ class _Stream:
 
     def __init__(self, messages: list[pb.SubscribeResponse]) -> None:
         self.messages = messages
+        # Set once the reader asked for more than the last message: it handled them all.
+        self.played = asyncio.Event()
 
     async def _play(self) -> AsyncIterator[pb.SubscribeResponse]:
         for m in self.messages:
             yield m
+        self.played.set()
         await asyncio.Event().wait()
 
     def Subscribe(self, request: pb.SubscribeRequest) -> AsyncIterator[pb.SubscribeResponse]:
@@ -74,11 +77,18 @@ class _Stream:
 
 
 async def _subscriber(messages: list[pb.SubscribeResponse]) -> Subscriber:
-    stub = cast("pb.SystemEventServiceAsyncStub", _Stream(messages))
-    subscriber = Subscriber(stub, pb.SubscribeRequest(end=Empty(), max_batch_size=1000))
+    """A subscriber that has read every message, or stopped on one it refused."""
+    stream = _Stream(messages)
+    subscriber = Subscriber(
+        cast("pb.SystemEventServiceAsyncStub", stream),
+        pb.SubscribeRequest(end=Empty(), max_batch_size=1000),
+    )
     subscriber.start()
-    for _ in range(10):
-        await asyncio.sleep(0)
+    assert subscriber.task is not None
+    played = asyncio.ensure_future(stream.played.wait())
+    async with asyncio.timeout(5):
+        await asyncio.wait([played, subscriber.task], return_when=asyncio.FIRST_COMPLETED)
+    played.cancel()
     return subscriber
 
 
