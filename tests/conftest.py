@@ -4,34 +4,61 @@ from __future__ import annotations
 
 import asyncio
 import os
+import secrets
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 import pytest_asyncio
+from sqlalchemy import make_url
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from journey.config import Settings
 from journey.storage.schema import Base
 
-POSTGRES_URL = os.environ.get(
+# The server to test against; the run makes a database of its own there and drops it at the end,
+# so that two runs at once (CI beside a developer's run) never wipe each other's tables.
+ADMIN_URL = os.environ.get(
     "TEST_POSTGRES_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
 )
+RUN_DATABASE = f"journey_test_{os.getpid()}_{secrets.token_hex(4)}"
+POSTGRES_URL = make_url(ADMIN_URL).set(database=RUN_DATABASE).render_as_string(hide_password=False)
 # CI sets this so that an unreachable PostgreSQL fails the run instead of skipping half of it.
 REQUIRE_POSTGRES = os.environ.get("TEST_REQUIRE_POSTGRES") == "1"
+_created = False
+
+
+async def _admin(statement: str) -> None:
+    engine = create_async_engine(ADMIN_URL, isolation_level="AUTOCOMMIT")
+    try:
+        async with asyncio.timeout(10), engine.connect() as connection:
+            await connection.exec_driver_sql(statement)
+    finally:
+        await engine.dispose()
 
 
 async def _reset_postgres() -> str | None:
+    """Make this run's database on first use, else drop its tables; a reason if unreachable."""
+    global _created
     engine = create_async_engine(POSTGRES_URL)
     try:
+        if not _created:
+            await _admin(f'CREATE DATABASE "{RUN_DATABASE}"')
+            _created = True
         async with asyncio.timeout(10), engine.begin() as connection:
             await connection.run_sync(Base.metadata.drop_all)
     except (OSError, TimeoutError) as error:
-        return f"PostgreSQL at {POSTGRES_URL} is not reachable: {error!r}"
+        return f"PostgreSQL at {ADMIN_URL} is not reachable: {error!r}"
     finally:
         await engine.dispose()
     return None
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Drop this run's PostgreSQL database, if it made one."""
+    if _created:
+        asyncio.run(_admin(f'DROP DATABASE IF EXISTS "{RUN_DATABASE}" WITH (FORCE)'))
 
 
 @pytest_asyncio.fixture(params=["sqlite", "postgresql"])
