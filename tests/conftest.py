@@ -19,9 +19,7 @@ from journey.storage.schema import Base
 
 # The server to test against; the run makes a database of its own there and drops it at the end,
 # so that two runs at once (CI beside a developer's run) never wipe each other's tables.
-ADMIN_URL = os.environ.get(
-    "TEST_POSTGRES_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
-)
+ADMIN_URL = os.environ.get("TEST_POSTGRES_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test")
 RUN_DATABASE = f"journey_test_{os.getpid()}_{secrets.token_hex(4)}"
 POSTGRES_URL = make_url(ADMIN_URL).set(database=RUN_DATABASE).render_as_string(hide_password=False)
 # CI sets this so that an unreachable PostgreSQL fails the run instead of skipping half of it.
