@@ -182,7 +182,9 @@ async def create_server(
         database = await open_database(
             settings.database_url, sqlite_synchronous=settings.sqlite_synchronous
         )
-    except (OSError, SQLAlchemyError) as error:
+    # ValueError, TypeError: a URL that parses but that the driver refuses (a port that is no
+    # number, an unknown query option).
+    except (OSError, SQLAlchemyError, ValueError, TypeError) as error:
         where = settings.describe()["database_url"]
         raise StartupError(f"cannot open the database {where}: {error}") from error
     broker = Broker()
