@@ -102,6 +102,17 @@ def server_options(settings: Settings) -> list[tuple[str, int]]:
         ("grpc.max_send_message_length", settings.max_send_message_size),
         ("grpc.keepalive_time_ms", _ms(settings.keepalive_time)),
         ("grpc.keepalive_timeout_ms", _ms(settings.keepalive_timeout)),
+        # A server counts a ping that comes sooner than min_ping_interval_without_data after
+        # the last (GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS, despite the string),
+        # or any ping on a connection with no call unless it permits pings without calls, as
+        # a strike; past grpc.http2.max_ping_strikes (2, kept) strikes with no data sent in
+        # between, it sends GOAWAY "too_many_pings". A tenth of slack, so that a client pinging
+        # at exactly the interval is never struck for its timer's or its clock's jitter.
+        ("grpc.keepalive_permit_without_calls", 1),
+        (
+            "grpc.http2.min_ping_interval_without_data_ms",
+            _ms(settings.keepalive_min_ping_interval * 0.9),
+        ),
     ]
     if settings.max_connection_age:
         options.append(("grpc.max_connection_age_ms", _ms(settings.max_connection_age)))
@@ -171,7 +182,9 @@ async def create_server(
         database = await open_database(
             settings.database_url, sqlite_synchronous=settings.sqlite_synchronous
         )
-    except (OSError, SQLAlchemyError) as error:
+    # ValueError, TypeError: a URL that parses but that the driver refuses (a port that is no
+    # number, an unknown query option).
+    except (OSError, SQLAlchemyError, ValueError, TypeError) as error:
         where = settings.describe()["database_url"]
         raise StartupError(f"cannot open the database {where}: {error}") from error
     broker = Broker()

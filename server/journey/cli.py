@@ -14,6 +14,7 @@ from typing import Any
 from journey import keys
 from journey.app import StartupError, create_server
 from journey.config import ConfigError, Settings, load_settings
+from journey.logs import configure_logging, database_secrets
 from journey_client import cli as client_cli
 
 log = logging.getLogger("journey")
@@ -49,14 +50,14 @@ def run_serve(args: argparse.Namespace) -> int:
     except ConfigError as error:
         print(f"journey: configuration error: {error}", file=sys.stderr)
         return 2
-    logging.basicConfig(
-        level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    redact = configure_logging(
+        settings.log_level, settings.log_format, database_secrets(settings.database_url)
     )
     log.info("configuration: %s", json.dumps(settings.describe(), sort_keys=True))
     try:
         asyncio.run(serve(settings))
     except StartupError as error:
-        print(f"journey: {error}", file=sys.stderr)
+        print(f"journey: {redact(str(error))}", file=sys.stderr)
         return 1
     return 0
 

@@ -25,6 +25,7 @@ _DURATION_UNITS = {
 }
 _DURATION_TEXT = re.compile(r"(?P<number>\d+(?:\.\d+)?|\.\d+)\s*(?P<unit>[A-Za-z]*)")
 _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+LOG_FORMATS = ("text", "json")
 _SQLITE_SYNCHRONOUS = ("NORMAL", "FULL")
 _SOURCE_KEYS = ("id", "enabled")
 _API_KEY_KEYS = ("sha256", "roles")
@@ -196,6 +197,13 @@ def _log_level(value: object) -> str:
     if level not in _LOG_LEVELS:
         raise _Invalid(f"expected one of {', '.join(_LOG_LEVELS)}, got {value!r}")
     return level
+
+
+def _log_format(value: object) -> str:
+    text = _string(value).strip().lower()
+    if text not in LOG_FORMATS:
+        raise _Invalid(f"expected one of {', '.join(LOG_FORMATS)}, got {value!r}")
+    return text
 
 
 def _sqlite_synchronous(value: object) -> str:
@@ -440,6 +448,8 @@ class Settings:
     live_buffer_size: int = 10000
     shutdown_grace: timedelta = timedelta(seconds=5)
     log_level: str = "INFO"
+    # text for people, json (one object per line) for log collectors.
+    log_format: str = "text"
     # With none, the server runs open (and warns at start).
     api_keys: tuple[ApiKey, ...] = ()
     tls_cert_file: str = ""
@@ -451,6 +461,9 @@ class Settings:
     max_send_message_size: int = 128 * 1024 * 1024
     keepalive_time: timedelta = timedelta(hours=2)
     keepalive_timeout: timedelta = timedelta(seconds=20)
+    # Clients may ping this often, with or without calls; grpc's own default (5 minutes, and
+    # none without a call) sends a 10 s keepalive client GOAWAY "too_many_pings". 0: any rate.
+    keepalive_min_ping_interval: timedelta = timedelta(seconds=10)
     # 0 turns each off.
     max_connection_age: timedelta = timedelta(0)
     max_connection_age_grace: timedelta = timedelta(0)
@@ -506,6 +519,7 @@ class Settings:
             "live_buffer_size": self.live_buffer_size,
             "shutdown_grace": _format_duration(self.shutdown_grace),
             "log_level": self.log_level,
+            "log_format": self.log_format,
             # The digests are not secret, but they are noise; roles say what is allowed.
             "api_keys": [sorted(key.roles) for key in self.api_keys],
             "tls_cert_file": self.tls_cert_file,
@@ -516,6 +530,7 @@ class Settings:
             "max_send_message_size": self.max_send_message_size,
             "keepalive_time": _format_duration(self.keepalive_time),
             "keepalive_timeout": _format_duration(self.keepalive_timeout),
+            "keepalive_min_ping_interval": _format_duration(self.keepalive_min_ping_interval),
             "max_connection_age": _format_duration(self.max_connection_age),
             "max_connection_age_grace": _format_duration(self.max_connection_age_grace),
             "sqlite_synchronous": self.sqlite_synchronous,
@@ -533,6 +548,7 @@ _FIELDS: Mapping[str, _Field] = {
     "live_buffer_size": _Field(_positive_int, from_env=_env_int),
     "shutdown_grace": _Field(_non_negative_duration, _duration),
     "log_level": _Field(_log_level),
+    "log_format": _Field(_log_format),
     "api_keys": _Field(_api_key_list, _table_list(_decode_api_key), _env_toml),
     "tls_cert_file": _Field(_optional_file),
     "tls_key_file": _Field(_optional_file),
@@ -542,6 +558,7 @@ _FIELDS: Mapping[str, _Field] = {
     "max_send_message_size": _Field(_message_size, from_env=_env_int),
     "keepalive_time": _Field(_positive_duration, _duration),
     "keepalive_timeout": _Field(_positive_duration, _duration),
+    "keepalive_min_ping_interval": _Field(_non_negative_duration, _duration),
     "max_connection_age": _Field(_non_negative_duration, _duration),
     "max_connection_age_grace": _Field(_non_negative_duration, _duration),
     "sqlite_synchronous": _Field(_sqlite_synchronous),

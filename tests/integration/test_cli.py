@@ -133,6 +133,29 @@ async def test_an_unreachable_database_stops_serve_without_showing_its_password(
     assert "Traceback" not in output
 
 
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        (
+            "postgresql+asyncpg://journey:s3cret@127.0.0.1:notaport/journey",
+            "postgresql+asyncpg://journey:***@127.0.0.1:notaport/journey",
+        ),
+        (
+            "postgresql+asyncpg://journey:s3cret@127.0.0.1:5432/journey?bogus_option=1",
+            "postgresql+asyncpg://journey:***@127.0.0.1:5432/journey?bogus_option=1",
+        ),
+    ],
+)
+async def test_a_database_url_the_driver_refuses_stops_serve_with_exit_1(
+    url: str, shown: str
+) -> None:
+    code, output = await run_cli("serve", env={**CLEAN_ENV, "JOURNEY_DATABASE_URL": url})
+    assert code == 1, output
+    assert f"journey: cannot open the database {shown}: " in output
+    assert "s3cret" not in output
+    assert "Traceback" not in output
+
+
 # The client commands, against an in-process server (or a real `journey serve` to restart).
 
 

@@ -149,12 +149,15 @@ async def test_keepalive_and_connection_age_options_reach_grpc(tmp_path: Path) -
         max_connection_age=timedelta(minutes=10),
         max_connection_age_grace=timedelta(seconds=20),
         max_send_message_size=1 << 20,
+        keepalive_min_ping_interval=timedelta(seconds=20),
     )
     assert dict(server_options(settings)) == {
         "grpc.max_receive_message_length": 4 * 1024 * 1024,
         "grpc.max_send_message_length": 1 << 20,
         "grpc.keepalive_time_ms": 30_000,
         "grpc.keepalive_timeout_ms": 5_000,
+        "grpc.keepalive_permit_without_calls": 1,
+        "grpc.http2.min_ping_interval_without_data_ms": 18_000,
         "grpc.max_connection_age_ms": 600_000,
         "grpc.max_connection_age_grace_ms": 20_000,
     }

@@ -61,6 +61,8 @@ def test_defaults() -> None:
     assert settings.live_buffer_size == 10000
     assert settings.shutdown_grace == timedelta(seconds=5)
     assert settings.log_level == "INFO"
+    assert settings.log_format == "text"
+    assert settings.keepalive_min_ping_interval == timedelta(seconds=10)
 
 
 def test_full_example(tmp_path: Path) -> None:
@@ -346,6 +348,27 @@ def test_log_level_is_case_insensitive(tmp_path: Path) -> None:
         load_text(tmp_path, 'log_level = "TRACE"')
 
 
+def test_log_format_is_text_or_json(tmp_path: Path) -> None:
+    assert load_text(tmp_path, 'log_format = "JSON"').log_format == "json"
+    assert load_settings(environ={"JOURNEY_LOG_FORMAT": "text"}).log_format == "text"
+    with pytest.raises(ConfigError, match=r"^log_format: expected one of text, json, got 'xml'$"):
+        load_text(tmp_path, 'log_format = "xml"')
+    with pytest.raises(ConfigError, match=r"^JOURNEY_LOG_FORMAT \(log_format\): expected one of"):
+        load_settings(environ={"JOURNEY_LOG_FORMAT": "yaml"})
+
+
+def test_keepalive_min_ping_interval_is_a_duration(tmp_path: Path) -> None:
+    settings = load_text(tmp_path, 'keepalive_min_ping_interval = "30s"')
+    assert settings.keepalive_min_ping_interval == timedelta(seconds=30)
+    assert settings.describe()["keepalive_min_ping_interval"] == "30s"
+    env = {"JOURNEY_KEEPALIVE_MIN_PING_INTERVAL": "0"}
+    assert load_settings(environ=env).keepalive_min_ping_interval == timedelta(0)
+    with pytest.raises(ConfigError, match=r"^keepalive_min_ping_interval: bad duration"):
+        load_text(tmp_path, 'keepalive_min_ping_interval = "-1s"')
+    with pytest.raises(ConfigError, match=r"^keepalive_min_ping_interval: bad duration"):
+        load_text(tmp_path, 'keepalive_min_ping_interval = "often"')
+
+
 def test_empty_database_url_rejected(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"^database_url: must not be empty$"):
         load_text(tmp_path, 'database_url = ""')
@@ -489,6 +512,7 @@ def test_describe_example(tmp_path: Path) -> None:
         "live_buffer_size": 10000,
         "shutdown_grace": "1500ms",
         "log_level": "INFO",
+        "log_format": "text",
         "api_keys": [],
         "tls_cert_file": "",
         "tls_key_file": "",
@@ -498,6 +522,7 @@ def test_describe_example(tmp_path: Path) -> None:
         "max_send_message_size": 128 * 1024 * 1024,
         "keepalive_time": "2h",
         "keepalive_timeout": "20s",
+        "keepalive_min_ping_interval": "10s",
         "max_connection_age": "0s",
         "max_connection_age_grace": "0s",
         "sqlite_synchronous": "FULL",

@@ -12,6 +12,7 @@ from typing import Any, TypeAlias, cast
 import grpc
 from google.protobuf.message import DecodeError
 
+from journey.api import traceparent
 from journey.api.errors import abort
 from journey.api.validation import VALIDATORS
 from journey.auth import KeyRing
@@ -90,7 +91,7 @@ class MethodInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
 
 
 class LoggingInterceptor(MethodInterceptor):
-    """Logs each call's method, outcome and duration."""
+    """Logs each call's method, outcome, duration and trace id (the JSON format's fields)."""
 
     async def unary(self, method: str, request: Any, context: Context, call: UnaryCall) -> Any:
         """Time the call and log how it ended."""
@@ -102,7 +103,7 @@ class LoggingInterceptor(MethodInterceptor):
             outcome = _outcome(error, context)
             raise
         finally:
-            _log(method, outcome, started)
+            _log(method, outcome, started, context)
 
     async def stream(
         self, method: str, request: Any, context: Context, call: StreamCall
@@ -110,7 +111,9 @@ class LoggingInterceptor(MethodInterceptor):
         """Log when the stream opens and how it ended."""
         started = time.perf_counter()
         outcome = "OK"
-        log.debug("%s opened", method)
+        if log.isEnabledFor(logging.DEBUG):
+            fields = {"method": method, "trace_id": _trace_id(context)}
+            log.debug("%s opened", method, extra=fields)
         try:
             async for response in call(request, context):
                 yield response
@@ -118,7 +121,7 @@ class LoggingInterceptor(MethodInterceptor):
             outcome = _outcome(error, context)
             raise
         finally:
-            _log(method, outcome, started)
+            _log(method, outcome, started, context)
 
 
 def _outcome(error: BaseException, context: Context) -> str:
@@ -128,10 +131,25 @@ def _outcome(error: BaseException, context: Context) -> str:
     return type(error).__name__
 
 
-def _log(method: str, outcome: str, started: float) -> None:
+# The status a call that ended by an exception, not an abort, ends with.
+_OUTCOME_CODES = {"CancelledError": "CANCELLED"}
+
+
+def _trace_id(context: Context) -> str | None:
+    return traceparent.trace_id(context.invocation_metadata())
+
+
+def _log(method: str, outcome: str, started: float, context: Context) -> None:
     elapsed_ms = (time.perf_counter() - started) * 1000
     level = logging.DEBUG if outcome in ("OK", "CancelledError") else logging.INFO
-    log.log(level, "%s %s %.1fms", method, outcome, elapsed_ms)
+    if log.isEnabledFor(level):
+        fields = {
+            "method": method,
+            "code": outcome if outcome.isupper() else _OUTCOME_CODES.get(outcome, "UNKNOWN"),
+            "duration_ms": round(elapsed_ms, 3),
+            "trace_id": _trace_id(context),
+        }
+        log.log(level, "%s %s %.1fms", method, outcome, elapsed_ms, extra=fields)
 
 
 class ErrorInterceptor(MethodInterceptor):
