@@ -109,14 +109,36 @@ class FakeSessions(pb.SessionServiceServicer):
         await context.abort(grpc.StatusCode.UNIMPLEMENTED, "fake")
 
 
+@dataclass
+class FakeTracker(pb.TrackerServiceServicer):
+    """Track fails with `failure` (UNAVAILABLE: a replica going away) or echoes the event ids."""
+
+    failure: grpc.StatusCode | None = grpc.StatusCode.UNAVAILABLE
+    requests: list[pb.TrackRequest] = field(default_factory=list)
+
+    async def Track(self, request: pb.TrackRequest, context: Context) -> pb.TrackResponse:
+        """Record the request, then fail or answer with its event ids."""
+        self.requests.append(request)
+        if self.failure is not None:
+            await context.abort(self.failure, "fake replica")
+        return pb.TrackResponse(
+            profile_id=request.profile_id,
+            session_id=request.session_id,
+            event_ids=[e.id for e in request.events],
+        )
+
+
 @asynccontextmanager
 async def fake_server(
     events: FakeEvents | None = None,
     sessions: FakeSessions | None = None,
     credentials: grpc.ServerCredentials | None = None,
+    tracker: FakeTracker | None = None,
 ) -> AsyncIterator[str]:
     """Serve the fakes on a free port; yields the address."""
     server = grpc.aio.server()
+    if tracker is not None:
+        pb.add_TrackerServiceServicer_to_server(tracker, server)
     if events is not None:
         pb.add_SystemEventServiceServicer_to_server(events, server)
     if sessions is not None:
