@@ -134,8 +134,9 @@ async def fake_server(
     sessions: FakeSessions | None = None,
     credentials: grpc.ServerCredentials | None = None,
     tracker: FakeTracker | None = None,
+    listen: str = "127.0.0.1:0",
 ) -> AsyncIterator[str]:
-    """Serve the fakes on a free port; yields the address."""
+    """Serve the fakes on `listen` (a free loopback port by default); yields the address."""
     server = grpc.aio.server()
     if tracker is not None:
         pb.add_TrackerServiceServicer_to_server(tracker, server)
@@ -144,12 +145,12 @@ async def fake_server(
     if sessions is not None:
         pb.add_SessionServiceServicer_to_server(sessions, server)
     if credentials is None:
-        port = server.add_insecure_port("127.0.0.1:0")
+        port = server.add_insecure_port(listen)
     else:
-        port = server.add_secure_port("127.0.0.1:0", credentials)
+        port = server.add_secure_port(listen, credentials)
     await server.start()
     try:
-        yield f"127.0.0.1:{port}"
+        yield f"{listen.rpartition(':')[0]}:{port}"
     finally:
         await server.stop(None)
 

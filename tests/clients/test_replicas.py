@@ -13,6 +13,7 @@ import pytest
 
 from journey_client import Backoff, JourneyClient, Tls, Unavailable, pb, tracked_event
 from journey_client.connection import split_servers, targets
+from tests.clients.fake_dns import fake_dns
 from tests.clients.fake_server import (
     Context,
     FakeEvents,
@@ -227,3 +228,27 @@ async def test_tls_with_several_addresses(pki: Certificates, form: str) -> None:
             for i in range(6):
                 assert (await client.get_session(f"s{i}")).id == f"s{i}"
     assert min(len(f.metadata) for f in fakes) >= 1  # both reached over TLS
+
+
+async def test_a_dns_name_with_several_records_is_spread_and_fails_over() -> None:
+    # This machine's "localhost" has one record, so a DNS server of our own serves a name with
+    # an A and an AAAA record; grpc's resolver asks it when the target names it (dns://HOST/).
+    v4, v6 = FakeTracker(failure=None), FakeTracker(failure=None)
+    async with (
+        fake_dns({"journey.test": ["127.0.0.1", "::1"]}) as (dns, resolver),
+        fake_server(tracker=v4) as on_v4,
+    ):
+        port = on_v4.rpartition(":")[2]
+        async with fake_server(tracker=v6, listen=f"[::1]:{port}") as on_v6:
+            assert on_v6 == f"[::1]:{port}"
+            async with JourneyClient(f"dns://{dns}/journey.test:{port}", timeout=5) as client:
+                for _ in range(10):
+                    await client.track("web", ["page-view"])
+                assert len(v4.requests) >= 4, (len(v4.requests), len(v6.requests))
+                assert len(v6.requests) >= 4, (len(v4.requests), len(v6.requests))
+                # The IPv4 replica goes away mid-way: A record and all, its calls go to the other.
+                v4.failure = grpc.StatusCode.UNAVAILABLE
+                for _ in range(10):
+                    await client.track("web", ["page-view"])
+        assert len(v6.requests) >= 14
+        assert {name for name, _ in resolver.queries} == {"journey.test"}
