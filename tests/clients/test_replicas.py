@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator, Mapping
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
@@ -12,7 +13,7 @@ import grpc
 import pytest
 
 from journey_client import Backoff, JourneyClient, Tls, Unavailable, pb, tracked_event
-from journey_client.connection import split_servers, targets
+from journey_client.connection import service_config, split_servers, targets
 from tests.clients.fake_dns import fake_dns
 from tests.clients.fake_server import (
     Context,
@@ -49,6 +50,19 @@ def test_addresses_become_as_few_grpc_targets_as_grpc_can_take(
     if servers is not None:
         assert split == servers
     assert targets(split) == want
+
+
+@pytest.mark.parametrize(
+    ("target", "balanced"),
+    [("10.0.0.1:5", False), ("[::1]:5", False), ("ipv4:10.0.0.1:5,10.0.0.2:6", True),
+     ("journey.internal:5", True), ("dns:///journey.internal:5", True)],
+)  # fmt: skip
+def test_round_robin_for_every_target_but_one_ip(target: str, balanced: bool) -> None:
+    # One IP keeps pick_first, which connects when a call comes: a server restarted while
+    # nobody called is found at once (tests/integration/test_cli.py restarts one).
+    config = json.loads(service_config(target))
+    assert ("loadBalancingConfig" in config) == balanced
+    assert config["methodConfig"][0]["retryPolicy"]["retryableStatusCodes"] == ["UNAVAILABLE"]
 
 
 @pytest.mark.parametrize("given", ["", " , ", [], ["dns:///a:1", "b:2"]])

@@ -3,7 +3,7 @@ import crypto from "node:crypto";
 import fs from "node:fs";
 import grpc from "@grpc/grpc-js";
 import { eventFilter, journey, systemEvent, trackedEvent } from "./proto.js";
-import { SERVICE_CONFIG, splitServers, targets } from "./servers.js";
+import { serviceConfig, splitServers, targets } from "./servers.js";
 import { DEFAULT_MAX_BATCH_SIZE, Subscription } from "./subscription.js";
 
 export const DEFAULT_SERVER = "127.0.0.1:50051";
@@ -13,7 +13,6 @@ const CHANNEL_OPTIONS = {
   "grpc.initial_reconnect_backoff_ms": 100,
   "grpc.min_reconnect_backoff_ms": 100,
   "grpc.max_reconnect_backoff_ms": 2000,
-  "grpc.service_config": SERVICE_CONFIG,
 };
 
 function credentials(tls) {
@@ -26,7 +25,8 @@ function credentials(tls) {
 
 // The stubs over one channel to a target.
 function stubs(target, creds) {
-  const tracker = new journey.TrackerService(target, creds, CHANNEL_OPTIONS);
+  const options = { ...CHANNEL_OPTIONS, "grpc.service_config": serviceConfig(target) };
+  const tracker = new journey.TrackerService(target, creds, options);
   const channelOverride = tracker.getChannel();
   return {
     tracker,

@@ -12,23 +12,24 @@ const RETRIED = [
   ["journey.v1.SystemEventService", "ListSystemEvents"],
 ];
 
-// round_robin spreads calls over every address of a target (an ipv4:/ipv6: list, or a DNS
-// name's records); each retry attempt is a new pick, so it goes to another replica.
-export const SERVICE_CONFIG = JSON.stringify({
-  loadBalancingConfig: [{ round_robin: {} }],
-  methodConfig: [
-    {
-      name: RETRIED.map(([service, method]) => ({ service, method })),
-      retryPolicy: {
-        maxAttempts: 5,
-        initialBackoff: "0.05s",
-        maxBackoff: "1s",
-        backoffMultiplier: 2,
-        retryableStatusCodes: ["UNAVAILABLE"],
-      },
-    },
-  ],
-});
+const RETRY_POLICY = {
+  maxAttempts: 5,
+  initialBackoff: "0.05s",
+  maxBackoff: "1s",
+  backoffMultiplier: 2,
+  retryableStatusCodes: ["UNAVAILABLE"],
+};
+
+// The retry policy (each attempt is a new pick, so under round_robin it goes to another
+// replica), and round_robin to spread calls over every address of the target (an ipv4:/ipv6:
+// list, or a DNS name's records). One IP address keeps pick_first, which connects when a call
+// comes: a server restarted while nobody called is found at once, where round_robin reconnects
+// in the background and may still be backing off.
+export function serviceConfig(target) {
+  const config = { methodConfig: [{ name: RETRIED.map(([service, method]) => ({ service, method })), retryPolicy: RETRY_POLICY }] };
+  if (family(target) === 0) config.loadBalancingConfig = [{ round_robin: {} }];
+  return JSON.stringify(config);
+}
 
 // Targets in grpc's own URI syntax go to grpc as they are.
 const SCHEMES = /^(dns|ipv4|ipv6|unix|unix-abstract):/;

@@ -30,26 +30,38 @@ RETRIED_METHODS = (
     ("journey.v1.SettingsService", "GetSettings"),
     ("journey.v1.SystemEventService", "ListSystemEvents"),
 )
-# round_robin spreads calls over every address of the target (an ipv4:/ipv6: list, or a DNS
-# name's records), and each retry attempt is a new pick: checked, it lands on another replica.
+# Each retry attempt is a new pick: under round_robin, checked, it lands on another replica.
 # grpc caps maxAttempts at 5.
-SERVICE_CONFIG = json.dumps(
-    {
-        "loadBalancingConfig": [{"round_robin": {}}],
+RETRY_POLICY = {
+    "maxAttempts": 5,
+    "initialBackoff": "0.05s",
+    "maxBackoff": "1s",
+    "backoffMultiplier": 2,
+    "retryableStatusCodes": ["UNAVAILABLE"],
+}
+
+
+def service_config(target: str) -> str:
+    """The service config for a target: the retry policy, and round_robin unless it is one IP.
+
+    round_robin spreads calls over every address of the target (an ipv4:/ipv6: list, or a DNS
+    name's records). One IP address keeps grpc's default, pick_first: it connects when a call
+    comes, so a server restarted while nobody called is found at once by the next call, where
+    round_robin reconnects in the background and may still be backing off.
+    """
+    config: dict[str, Any] = {
         "methodConfig": [
             {
                 "name": [{"service": s, "method": m} for s, m in RETRIED_METHODS],
-                "retryPolicy": {
-                    "maxAttempts": 5,
-                    "initialBackoff": "0.05s",
-                    "maxBackoff": "1s",
-                    "backoffMultiplier": 2,
-                    "retryableStatusCodes": ["UNAVAILABLE"],
-                },
+                "retryPolicy": RETRY_POLICY,
             }
-        ],
+        ]
     }
-)
+    if _family(target) is None:
+        config["loadBalancingConfig"] = [{"round_robin": {}}]
+    return json.dumps(config)
+
+
 # Prefixes of targets in grpc's own URI syntax, passed to grpc as they are.
 _SCHEMES = ("dns:", "ipv4:", "ipv6:", "unix:", "unix-abstract:", "vsock:")
 
@@ -153,7 +165,7 @@ class Connection:
     def _channel(self, target: str) -> grpc.aio.Channel:
         defaults: list[tuple[str, Any]] = [
             *RECONNECT_OPTIONS,
-            ("grpc.service_config", SERVICE_CONFIG),
+            ("grpc.service_config", service_config(target)),
         ]
         if target.startswith(("ipv4:", "ipv6:")) and "," in target:
             # grpc's default authority for a list is the whole list, which no certificate
