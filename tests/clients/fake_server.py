@@ -109,25 +109,48 @@ class FakeSessions(pb.SessionServiceServicer):
         await context.abort(grpc.StatusCode.UNIMPLEMENTED, "fake")
 
 
+@dataclass
+class FakeTracker(pb.TrackerServiceServicer):
+    """Track fails with `failure` (UNAVAILABLE: a replica going away) or echoes the event ids."""
+
+    failure: grpc.StatusCode | None = grpc.StatusCode.UNAVAILABLE
+    requests: list[pb.TrackRequest] = field(default_factory=list)
+
+    async def Track(self, request: pb.TrackRequest, context: Context) -> pb.TrackResponse:
+        """Record the request, then fail or answer with its event ids."""
+        self.requests.append(request)
+        if self.failure is not None:
+            await context.abort(self.failure, "fake replica")
+        return pb.TrackResponse(
+            profile_id=request.profile_id,
+            session_id=request.session_id,
+            event_ids=[e.id for e in request.events],
+        )
+
+
 @asynccontextmanager
 async def fake_server(
     events: FakeEvents | None = None,
     sessions: FakeSessions | None = None,
     credentials: grpc.ServerCredentials | None = None,
+    tracker: FakeTracker | None = None,
+    listen: str = "127.0.0.1:0",
 ) -> AsyncIterator[str]:
-    """Serve the fakes on a free port; yields the address."""
+    """Serve the fakes on `listen` (a free loopback port by default); yields the address."""
     server = grpc.aio.server()
+    if tracker is not None:
+        pb.add_TrackerServiceServicer_to_server(tracker, server)
     if events is not None:
         pb.add_SystemEventServiceServicer_to_server(events, server)
     if sessions is not None:
         pb.add_SessionServiceServicer_to_server(sessions, server)
     if credentials is None:
-        port = server.add_insecure_port("127.0.0.1:0")
+        port = server.add_insecure_port(listen)
     else:
-        port = server.add_secure_port("127.0.0.1:0", credentials)
+        port = server.add_secure_port(listen, credentials)
     await server.start()
     try:
-        yield f"127.0.0.1:{port}"
+        yield f"{listen.rpartition(':')[0]}:{port}"
     finally:
         await server.stop(None)
 

@@ -1,12 +1,12 @@
 // Print Journey's system events as they happen, one JSON object per line; resumes by itself.
-//   node examples/subscribe.js [--server HOST:PORT] [--type visit-ended ...] [--from beginning|end|POSITION]
+//   node examples/subscribe.js [--server HOST:PORT ...] [--type visit-ended ...] [--from beginning|end|POSITION]
 //                              [--api-key KEY] [--tls-ca PEM [--tls-cert PEM --tls-key PEM]]
 import { parseArgs } from "node:util";
 import { DEFAULT_SERVER, JourneyClient } from "../src/index.js";
 
 const { values } = parseArgs({
   options: {
-    server: { type: "string", default: DEFAULT_SERVER },
+    server: { type: "string", multiple: true, default: [DEFAULT_SERVER] }, // repeat, or a,b
     type: { type: "string", multiple: true, default: [] },
     profile: { type: "string", default: "" },
     session: { type: "string", default: "" },

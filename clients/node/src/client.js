@@ -1,7 +1,9 @@
-// The client: a channel with an API key and TLS, track and the other calls, resuming subscribe.
+// The client: channels with an API key and TLS, track and the other calls, resuming subscribe.
+import crypto from "node:crypto";
 import fs from "node:fs";
 import grpc from "@grpc/grpc-js";
 import { eventFilter, journey, systemEvent, trackedEvent } from "./proto.js";
+import { serviceConfig, splitServers, targets } from "./servers.js";
 import { DEFAULT_MAX_BATCH_SIZE, Subscription } from "./subscription.js";
 
 export const DEFAULT_SERVER = "127.0.0.1:50051";
@@ -21,60 +23,99 @@ function credentials(tls) {
   return grpc.credentials.createSsl(read(tls.rootCa), read(tls.key), read(tls.cert));
 }
 
+// The stubs over one channel to a target.
+function stubs(target, creds) {
+  const options = { ...CHANNEL_OPTIONS, "grpc.service_config": serviceConfig(target) };
+  const tracker = new journey.TrackerService(target, creds, options);
+  const channelOverride = tracker.getChannel();
+  return {
+    tracker,
+    events: new journey.SystemEventService(target, creds, { channelOverride }),
+    sessions: new journey.SessionService(target, creds, { channelOverride }),
+    settings: new journey.SettingsService(target, creds, { channelOverride }),
+  };
+}
+
+// An event as the caller gave it, with an id: its own, or a new UUID, so that a Track retried
+// on another server after UNAVAILABLE cannot store it twice.
+function withId(event) {
+  const given = typeof event === "string" ? { type: event } : event;
+  return given.id ? given : { ...given, id: crypto.randomUUID() };
+}
+
 export class JourneyClient {
+  // server: "host:port" (all its DNS records are used), several ("a:1,b:2" or an array), or a
+  // grpc target such as "dns:///journey.internal:50051". Calls are spread round-robin; Track and
+  // the reads are retried on UNAVAILABLE on another server; subscriptions resume on another.
   // options: { apiKey, tls: { rootCa, cert, key } (PEM file paths), timeoutMs, backoff }
   constructor(server = DEFAULT_SERVER, { apiKey = null, tls = null, timeoutMs = 30000, backoff } = {}) {
     const creds = credentials(tls);
-    this.tracker = new journey.TrackerService(server, creds, CHANNEL_OPTIONS);
-    const channel = this.tracker.getChannel();
-    // All stubs share one channel.
-    this.events = new journey.SystemEventService(server, creds, { channelOverride: channel });
-    this.sessions = new journey.SessionService(server, creds, { channelOverride: channel });
-    this.settings = new journey.SettingsService(server, creds, { channelOverride: channel });
+    this.servers = splitServers(server);
+    // Usually one channel, whose round_robin policy spreads calls over every address; one per
+    // address only when grpc has no target for them all.
+    this.channels = targets(this.servers).map((target) => stubs(target, creds));
+    this.turn = 0;
     this.metadata = new grpc.Metadata();
     if (apiKey) this.metadata.set("authorization", `Bearer ${apiKey}`);
     this.timeoutMs = timeoutMs;
     this.backoff = backoff;
   }
 
-  unary(stub, method, request) {
-    return new Promise((resolve, reject) => {
-      const deadline = new Date(Date.now() + this.timeoutMs);
-      stub[method](request, this.metadata, { deadline }, (error, response) =>
-        error ? reject(error) : resolve(response),
-      );
-    });
+  pick() {
+    const channel = this.channels[this.turn % this.channels.length];
+    this.turn += 1;
+    return channel;
+  }
+
+  // Within a channel grpc's retry policy moves a retried call to another address. With a channel
+  // per address, UNAVAILABLE from one sends a retried call on to the next channel.
+  async unary(service, method, request, { retried = true } = {}) {
+    const deadline = new Date(Date.now() + this.timeoutMs);
+    const attempts = retried ? this.channels.length : 1;
+    for (let attempt = 1; ; attempt += 1) {
+      try {
+        return await new Promise((resolve, reject) => {
+          this.pick()[service][method](request, this.metadata, { deadline }, (error, response) =>
+            error ? reject(error) : resolve(response),
+          );
+        });
+      } catch (error) {
+        if (error.code !== grpc.status.UNAVAILABLE || attempt >= attempts) throw error;
+      }
+    }
   }
 
   // track({ sourceId, profileId, sessionId, events: ["page-view", { type, properties, id }] })
+  // An event without an id gets a UUID here; the response's eventIds tell which.
   async track({ sourceId, profileId = "", sessionId = "", events }) {
-    const response = await this.unary(this.tracker, "Track", {
+    const response = await this.unary("tracker", "Track", {
       sourceId,
       profileId,
       sessionId,
-      events: events.map(trackedEvent),
+      events: events.map(withId).map(trackedEvent),
     });
     return { ...response, systemEvents: response.systemEvents.map(systemEvent) };
   }
 
   async getSession(sessionId) {
-    return (await this.unary(this.sessions, "GetSession", { sessionId })).session;
+    return (await this.unary("sessions", "GetSession", { sessionId })).session;
   }
 
   async getSettings() {
-    return this.unary(this.settings, "GetSettings", {});
+    return this.unary("settings", "GetSettings", {});
   }
 
   // subscribe({ types: ["visit-ended"], profileId, sessionId, sourceId, start, maxAttempts, maxBatchSize })
   // start: "beginning", "end" (default) or a position (exclusive), e.g. a saved lastPosition.
   // maxBatchSize: events per message from the server (default 1000; 0 or 1: one each); the
-  // subscription yields one event at a time either way.
+  // subscription yields one event at a time either way. Each reconnect is a new pick, so a
+  // stream cut on one server resumes on another.
   subscribe({ start = "end", maxAttempts = null, maxBatchSize = DEFAULT_MAX_BATCH_SIZE, ...filter } = {}) {
-    const open = (request) => this.events.Subscribe(request, this.metadata);
+    const open = (request) => this.pick().events.Subscribe(request, this.metadata);
     return new Subscription(open, { filter: eventFilter(filter), start, backoff: this.backoff, maxAttempts, maxBatchSize });
   }
 
   close() {
-    this.tracker.close();
+    for (const channel of this.channels) channel.tracker.close();
   }
 }

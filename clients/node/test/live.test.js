@@ -48,3 +48,14 @@ test("the subscriber receives the system events that Track caused", { skip: !add
     client.close();
   }
 });
+
+// An ipv4: list of addresses (here the same server twice): TLS checks the first address's host.
+test("several addresses work with TLS and the API key", { skip: !address }, async () => {
+  const client = new JourneyClient([address, address], { tls, apiKey });
+  try {
+    const tracked = await client.track({ sourceId: "node", profileId: "ida", events: ["page-view"] });
+    assert.equal((await client.getSession(tracked.sessionId)).eventCount, "1");
+  } finally {
+    client.close();
+  }
+});

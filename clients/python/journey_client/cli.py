@@ -122,9 +122,10 @@ def _connection_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("connection")
     group.add_argument(
         "--server",
-        default=DEFAULT_SERVER,
+        action="append",
         metavar="HOST:PORT",
-        help=f"the Journey server (default {DEFAULT_SERVER})",
+        help=f"a Journey server (default {DEFAULT_SERVER}); repeat it or give a comma-separated "
+        "list for replicas: calls are spread over them and fail over between them",
     )
     group.add_argument("--api-key", metavar="KEY", help="sent as `authorization: Bearer KEY`")
     group.add_argument("--tls", action="store_true", help="use TLS with the system's trusted CAs")
@@ -232,7 +233,11 @@ async def _run(args: argparse.Namespace) -> None:
     except (OSError, ValueError) as error:
         raise UsageError(f"TLS: {error}") from None
     command: Command = args.client_command
-    async with JourneyClient(args.server, api_key=args.api_key, tls=tls) as client:
+    try:
+        client = JourneyClient(_servers(args), api_key=args.api_key, tls=tls)
+    except ValueError as error:
+        raise UsageError(f"--server: {error}") from None
+    async with client:
         task = asyncio.current_task()
         assert task is not None
         loop = asyncio.get_running_loop()
@@ -240,6 +245,11 @@ async def _run(args: argparse.Namespace) -> None:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, task.cancel)
         await command(client, args)
+
+
+def _servers(args: argparse.Namespace) -> list[str]:
+    servers: list[str] | None = args.server
+    return servers or [DEFAULT_SERVER]
 
 
 def run_client_command(args: argparse.Namespace) -> int:
@@ -254,7 +264,10 @@ def run_client_command(args: argparse.Namespace) -> int:
         print(f"journey: {error}", file=sys.stderr)
         return 2
     except JourneyError as error:
-        print(f"journey: {args.server}: {error.code.name}: {error.message}", file=sys.stderr)
+        print(
+            f"journey: {','.join(_servers(args))}: {error.code.name}: {error.message}",
+            file=sys.stderr,
+        )
         return 1
     except BrokenPipeError:
         # The reader went away (`| head`): not an error, and nothing more to print.

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import itertools
+import uuid
 from collections.abc import (
     AsyncIterable,
     AsyncIterator,
@@ -11,6 +14,7 @@ from collections.abc import (
     Mapping,
     Sequence,
 )
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from types import TracebackType
@@ -43,12 +47,49 @@ def tracked_event(
     return event
 
 
+def with_id(event: pb.TrackedEvent | str) -> pb.TrackedEvent:
+    """The event with an id: its own, or a new UUID, so that a retried Track is stored once."""
+    if isinstance(event, str):
+        return tracked_event(event, id=str(uuid.uuid4()))
+    if event.id:
+        return event
+    copy = pb.TrackedEvent()
+    copy.CopyFrom(event)  # the caller's message stays as it was
+    copy.id = str(uuid.uuid4())
+    return copy
+
+
+@dataclass(frozen=True)
+class _Stubs:
+    """The typed stubs over one channel."""
+
+    tracker: pb.TrackerServiceAsyncStub
+    events: pb.SystemEventServiceAsyncStub
+    sessions: pb.SessionServiceAsyncStub
+    settings: pb.SettingsServiceAsyncStub
+
+    @classmethod
+    def on(cls, channel: grpc.aio.Channel) -> _Stubs:
+        return cls(
+            pb.TrackerServiceStub(channel),
+            pb.SystemEventServiceStub(channel),
+            pb.SessionServiceStub(channel),
+            pb.SettingsServiceStub(channel),
+        )
+
+
 class JourneyClient:
-    """A connection to a Journey server; use `async with JourneyClient(...) as client`."""
+    """A connection to Journey servers; use `async with JourneyClient(...) as client`.
+
+    `server` is one address ("host:port", whose DNS records are all used), several ("a:1,b:2"
+    or a list), or a grpc target such as "dns:///journey.internal:50051". Calls are spread
+    round-robin over them; Track and the reads are retried on UNAVAILABLE on another one, and a
+    subscription resumes on another one.
+    """
 
     def __init__(
         self,
-        server: str = DEFAULT_SERVER,
+        server: str | Sequence[str] = DEFAULT_SERVER,
         *,
         api_key: str | None = None,
         tls: Tls | None = None,
@@ -56,20 +97,20 @@ class JourneyClient:
         backoff: Backoff | None = None,
         channel_options: Sequence[tuple[str, Any]] = (),
     ) -> None:
-        self.connection = Connection(server, api_key, tls, channel_options)
-        self._channel = self.connection.channel()
+        self.connection = Connection.to(server, api_key, tls, channel_options)
+        # Usually one channel, whose round_robin policy spreads calls over every address; one
+        # per address only when grpc has no target for them all (see connection.targets).
+        self._channels = self.connection.channels()
+        self._stubs = [_Stubs.on(channel) for channel in self._channels]
+        self._turn = itertools.count()
         self._metadata = self.connection.metadata()
         self._timeout = timeout
         self._backoff = backoff
-        self._tracker: pb.TrackerServiceAsyncStub = pb.TrackerServiceStub(self._channel)
-        self._events: pb.SystemEventServiceAsyncStub = pb.SystemEventServiceStub(self._channel)
-        self._sessions: pb.SessionServiceAsyncStub = pb.SessionServiceStub(self._channel)
-        self._settings: pb.SettingsServiceAsyncStub = pb.SettingsServiceStub(self._channel)
 
     @classmethod
     def with_tls_files(
         cls,
-        server: str = DEFAULT_SERVER,
+        server: str | Sequence[str] = DEFAULT_SERVER,
         *,
         root_ca: str | Path | None = None,
         cert: str | Path | None = None,
@@ -93,14 +134,36 @@ class JourneyClient:
         await self.close()
 
     async def close(self) -> None:
-        """Close the channel; running calls are cancelled."""
-        await self._channel.close(None)
+        """Close the channels; running calls are cancelled."""
+        for channel in self._channels:
+            await channel.close(None)
 
-    async def _call(self, method: Callable[..., Awaitable[Response]], request: Any) -> Response:
-        try:
-            return await method(request, metadata=self._metadata, timeout=self._timeout)
-        except grpc.aio.AioRpcError as error:
-            raise from_rpc_error(error) from error
+    def _pick(self) -> _Stubs:
+        return self._stubs[next(self._turn) % len(self._stubs)]
+
+    async def _call(
+        self,
+        method: Callable[[_Stubs], Callable[..., Awaitable[Response]]],
+        request: Any,
+        *,
+        retried: bool = True,
+    ) -> Response:
+        # Within a channel grpc's retry policy moves a retried call to another address. With a
+        # channel per address, UNAVAILABLE from one sends a retried call on to the next channel.
+        attempts = len(self._stubs) if retried else 1
+        deadline = (
+            None if self._timeout is None else asyncio.get_running_loop().time() + self._timeout
+        )
+        for attempt in range(1, attempts + 1):
+            timeout = (
+                None if deadline is None else max(0.0, deadline - asyncio.get_running_loop().time())
+            )
+            try:
+                return await method(self._pick())(request, metadata=self._metadata, timeout=timeout)
+            except grpc.aio.AioRpcError as error:
+                if error.code() != grpc.StatusCode.UNAVAILABLE or attempt == attempts:
+                    raise from_rpc_error(error) from error
+        raise AssertionError("unreachable")  # pragma: no cover
 
     async def track(
         self,
@@ -111,35 +174,39 @@ class JourneyClient:
         session_id: str = "",
         context: Mapping[str, Any] | None = None,
     ) -> pb.TrackResponse:
-        """Store tracked events (a string is an event type with no properties)."""
+        """Store tracked events (a string is an event type with no properties).
+
+        An event without an id gets a new UUID here, so that a retry on another server after
+        UNAVAILABLE cannot store it twice; the response's `event_ids` tell which.
+        """
         request = pb.TrackRequest(
             source_id=source_id,
             profile_id=profile_id,
             session_id=session_id,
-            events=[tracked_event(e) if isinstance(e, str) else e for e in events],
+            events=[with_id(e) for e in events],
         )
         if context:
             request.context.update(context)
-        return await self._call(self._tracker.Track, request)
+        return await self._call(lambda s: s.tracker.Track, request)
 
     async def end_session(self, session_id: str, reason: str = "") -> pb.EndSessionResponse:
         """Close a session; the response carries the system events it caused."""
         request = pb.EndSessionRequest(session_id=session_id, reason=reason)
-        return await self._call(self._sessions.EndSession, request)
+        return await self._call(lambda s: s.sessions.EndSession, request, retried=False)
 
     async def get_session(self, session_id: str) -> pb.Session:
         """A session as it stands now."""
         request = pb.GetSessionRequest(session_id=session_id)
-        return (await self._call(self._sessions.GetSession, request)).session
+        return (await self._call(lambda s: s.sessions.GetSession, request)).session
 
     async def get_profile(self, profile_id: str) -> pb.Profile:
         """A profile as it stands now."""
         request = pb.GetProfileRequest(profile_id=profile_id)
-        return (await self._call(self._sessions.GetProfile, request)).profile
+        return (await self._call(lambda s: s.sessions.GetProfile, request)).profile
 
     async def get_settings(self) -> pb.GetSettingsResponse:
         """The settings in force on the server."""
-        return await self._call(self._settings.GetSettings, pb.GetSettingsRequest())
+        return await self._call(lambda s: s.settings.GetSettings, pb.GetSettingsRequest())
 
     async def list_system_events(
         self,
@@ -156,7 +223,7 @@ class JourneyClient:
         if end_time is not None:
             request.end_time.FromDatetime(end_time)
         while True:
-            page = await self._call(self._events.ListSystemEvents, request)
+            page = await self._call(lambda s: s.events.ListSystemEvents, request)
             for event in page.system_events:
                 yield event
             if not page.next_page_token:
@@ -171,7 +238,7 @@ class JourneyClient:
         max_attempts: int | None = None,
         max_batch_size: int = DEFAULT_MAX_BATCH_SIZE,
     ) -> Subscription:
-        """Follow the log live from `start`, surviving reconnects and server restarts.
+        """Follow the log live from `start`, surviving reconnects, restarts and failovers.
 
         `start` is "beginning", "end" or a position (exclusive), such as a `last_position`
         persisted before the consumer restarted. `max_attempts` bounds consecutive failed
@@ -180,8 +247,9 @@ class JourneyClient:
         """
 
         def open_stream(request: pb.SubscribeRequest) -> AsyncIterable[pb.SubscribeResponse]:
-            # No deadline: a subscription lives until cancelled.
-            call: AsyncIterable[pb.SubscribeResponse] = self._events.Subscribe(
+            # No deadline: a subscription lives until cancelled. Each (re)connect is a new
+            # pick, so a stream cut on one server resumes on another.
+            call: AsyncIterable[pb.SubscribeResponse] = self._pick().events.Subscribe(
                 request, metadata=self._metadata
             )
             return call

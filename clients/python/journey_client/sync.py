@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Coroutine, Iterable, Iterator, Mapping
+from collections.abc import AsyncIterator, Coroutine, Iterable, Iterator, Mapping, Sequence
 from datetime import datetime
 from types import TracebackType
 from typing import Any, TypeVar
@@ -65,7 +65,7 @@ class SyncSubscription:
 class JourneySyncClient:
     """JourneyClient for code without an event loop; use `with JourneySyncClient(...) as c`."""
 
-    def __init__(self, server: str = DEFAULT_SERVER, **options: Any) -> None:
+    def __init__(self, server: str | Sequence[str] = DEFAULT_SERVER, **options: Any) -> None:
         self._loop = _Loop()
 
         async def connect() -> JourneyClient:
