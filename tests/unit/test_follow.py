@@ -53,6 +53,9 @@ class Log:
         self.events.extend(batch)
         self.broker.publish(batch, [encoded(e) for e in batch])
 
+    async def head(self) -> int:
+        return len(self.events)
+
     async def encoded_system_events(
         self, event_filter: SystemEventFilter, after: int, limit: int, *, up_to: int | None = None
     ) -> list[EncodedEvent]:
