@@ -43,7 +43,7 @@ _NOTIFY = text("SELECT pg_notify(:channel, :head)")
 # TEST ONLY, never in production: "1" makes PostgreSQL positions come from a sequence outside
 # the lock, the skipped-position bug of event stores on SQL, so that the replica tests can
 # show they catch it (tests/replicas/test_commit_order.py). Read here and nowhere else.
-UNSAFE_POSITIONS_ENV = "JOURNEY_TEST_UNSAFE_SEQUENCE_POSITIONS"
+UNSAFE_POSITIONS_ENV = "TEST_JOURNEY_UNSAFE_SEQUENCE_POSITIONS"
 _UNSAFE_SEQUENCE = "journey_test_unsafe_positions"
 # In that mode, how long (at most) a transaction waits between its inserts and its commit:
 # the window in which a later position can commit first, widened so the tests meet it.
