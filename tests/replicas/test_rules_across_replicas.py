@@ -10,8 +10,11 @@ from datetime import timedelta
 
 import grpc
 import pytest
+from sqlalchemy import make_url
+from sqlalchemy.ext.asyncio import create_async_engine
 
 from journey.config import Settings
+from journey.storage.database import open_database
 from journey_client import pb
 from tests.faults.load import Subscriber, stored_event_counts
 from tests.faults.process import Stubs
@@ -158,3 +161,28 @@ async def test_pages_are_the_same_and_a_position_resumes_on_the_other_replica() 
         await wait_for_events([subscriber], len(log), 10)
         await stop([following])
         assert [(e.position, e.id) for e in subscriber.events] == [(e.position, e.id) for e in log]
+
+
+async def test_the_writer_reads_committed_whatever_the_server_default() -> None:
+    # Under REPEATABLE READ the head read after the lock would use a snapshot from before it.
+    url = await wiped_postgres()
+    admin = create_async_engine(url, isolation_level="AUTOCOMMIT")
+    name = make_url(url).database
+    try:
+        async with admin.connect() as connection:
+            await connection.exec_driver_sql(
+                f"ALTER DATABASE \"{name}\" SET default_transaction_isolation = 'repeatable read'"
+            )
+        database = await open_database(url)
+        try:
+            async with database.engine.begin() as connection:
+                level = (await connection.exec_driver_sql("SHOW transaction_isolation")).scalar()
+            assert level == "read committed"
+        finally:
+            await database.close()
+    finally:
+        async with admin.connect() as connection:
+            await connection.exec_driver_sql(
+                f'ALTER DATABASE "{name}" RESET default_transaction_isolation'
+            )
+        await admin.dispose()
