@@ -36,10 +36,12 @@ from journey.journal import Journal
 from journey.reflection import enable_reflection
 from journey.storage.database import Database, open_database
 from journey.storage.failures import FAILURES
+from journey.storage.listen import listener
 from journey.storage.queries import Queries
 from journey.storage.upgrade import fill_encoded
 from journey.storage.writer import Writer
 from journey.streaming.broker import Broker
+from journey.streaming.feed import Feed
 from journey.streaming.follow import Follow
 from journey.sweeper import Sweeper
 from journey_client import pb
@@ -150,6 +152,7 @@ class JourneyServer:
     sweeper: Sweeper
     health: health_aio.HealthServicer
     admission: AdmissionInterceptor
+    feed: Feed
     stopped: bool = False
 
     async def stop(self, grace: float | None) -> None:
@@ -167,6 +170,7 @@ class JourneyServer:
                 await self.admission.drained()
         await self.grpc_server.stop(0)
         await self.sweeper.stop()
+        await self.feed.stop()
         await self.writer.close()
         await self.database.close()
 
@@ -188,8 +192,10 @@ async def create_server(
         where = settings.describe()["database_url"]
         raise StartupError(f"cannot open the database {where}: {error}") from error
     broker = Broker()
-    writer = Writer(database, broker.publish, encode)
     queries = Queries(database)
+    # Other processes' commits reach the broker through the feed too (PostgreSQL).
+    feed = Feed(broker, queries, listener(database))
+    writer = Writer(database, feed.committed, encode)
     try:
         try:
             await fill_encoded(database, encode)
@@ -197,6 +203,7 @@ async def create_server(
         except FAILURES as error:
             raise StartupError(f"cannot read the database: {error!r}") from error
         broker.head = writer.last_position
+        feed.start()
         journal = Journal(
             writer, queries, policy, {s.id: s.enabled for s in settings.sources}, clock
         )
@@ -229,9 +236,10 @@ async def create_server(
         sweeper = Sweeper(journal, queries, policy, clock)
         sweeper.start()
     except BaseException:
+        await feed.stop()
         await writer.close()
         await database.close()
         raise
     return JourneyServer(
-        server, database, writer, broker, sweeper, health_servicer, admission
+        server, database, writer, broker, sweeper, health_servicer, admission, feed
     ), port

@@ -27,7 +27,14 @@ STOP_GRACE_SECONDS = 2.0
 
 
 class Sweeper:
-    """Finds due sessions through the (state, last_activity_time) index and expires them."""
+    """Finds due sessions through the (state, last_activity_time) index and expires them.
+
+    With several processes on one PostgreSQL database every one of them sweeps: the expiry
+    runs in the writer's unit of work, which reads each session again under the lock that
+    serializes every process's commits, so a session another process has just expired (or a
+    call has just ended or renewed) is left alone. No leader to elect, and none to lose: when
+    a process dies, the others' next sweep (within MAX_IDLE_SECONDS) ends what is due.
+    """
 
     def __init__(self, journal: Journal, queries: Queries, policy: Policy, clock: Clock) -> None:
         self._journal = journal

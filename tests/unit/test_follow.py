@@ -53,6 +53,9 @@ class Log:
         self.events.extend(batch)
         self.broker.publish(batch, [encoded(e) for e in batch])
 
+    async def head(self) -> int:
+        return len(self.events)
+
     async def encoded_system_events(
         self, event_filter: SystemEventFilter, after: int, limit: int, *, up_to: int | None = None
     ) -> list[EncodedEvent]:
@@ -279,3 +282,24 @@ async def test_resuming_after_a_position_never_assigned_is_out_of_range() -> Non
     assert await take(stream, 1) == [CaughtUp(3)]
     with pytest.raises(OutOfRange, match="after_position 4 is beyond the last position, 3"):
         await anext(follow.stream(EVERYTHING, 4))
+
+
+async def test_a_position_another_process_committed_resumes_here_exactly_once() -> None:
+    # This process's broker has published up to 5; another process committed up to 10, and a
+    # client that saw 8 there resumes here before this process has read the rest.
+    broker, log, follow = make()
+    log.commit(5)
+    log.events.extend(
+        SystemEvent(p, f"e{p}", SystemEventType.VISIT_STARTED, T0, "p", "s", "web", {})
+        for p in range(6, 11)
+    )
+    stream = follow.stream(EVERYTHING, 8)
+    assert await take(stream, 1) == [CaughtUp(8)]
+    # Now the feed publishes 6..10 into this broker, then a new commit: 9 on are new here.
+    batch = log.events[5:10]
+    broker.publish(batch, [encoded(e) for e in batch])
+    log.commit(1)
+    assert await take(stream, 3) == [9, 10, 11]
+    # Beyond every process's head it is still out of range.
+    with pytest.raises(OutOfRange):
+        await anext(follow.stream(EVERYTHING, 12))

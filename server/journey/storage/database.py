@@ -78,6 +78,9 @@ async def open_database(url: str, *, sqlite_synchronous: str = "FULL") -> Databa
         kwargs.update(
             pool_size=10, max_overflow=10, pool_pre_ping=True, connect_args={"timeout": 5}
         )
+        # Whatever the server's default: the writer relies on each statement taking a fresh
+        # snapshot, after the lock it waited for (storage/writer.py).
+        kwargs["isolation_level"] = "READ COMMITTED"
     engine = create_async_engine(url, **kwargs)
     writer_engine = None
     if engine.dialect.name == "sqlite":

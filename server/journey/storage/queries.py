@@ -71,6 +71,22 @@ class Queries:
                 rows = (await s.execute(query)).all()
         return [EncodedEvent(position, data) for position, data in rows]
 
+    async def head(self) -> int:
+        """The last position committed, by any process (0 when there is none)."""
+        with as_unavailable():
+            async with self._database.sessions() as s:
+                last = (await s.execute(statements.head())).scalar()
+        return int(last or 0)
+
+    async def committed_after(
+        self, after: int, limit: int
+    ) -> list[tuple[SystemEvent, EncodedEvent]]:
+        """Up to `limit` events after `after` in position order, each also as it is sent."""
+        with as_unavailable():
+            async with self._database.sessions() as s:
+                rows = (await s.execute(statements.committed_after(after, limit))).all()
+        return [(system_event_from_row(r), EncodedEvent(r.position, r.encoded)) for r in rows]
+
     async def due_sessions(self, now: datetime, policy: Policy, limit: int) -> list[str]:
         """Ids of open sessions whose visit or session timeout has run out at `now`."""
         ids: list[str] = []

@@ -61,6 +61,17 @@ def oldest_activity(state: int) -> Select[Any]:
     return select(func.min(sessions.c.last_activity_time)).where(sessions.c.state == state)
 
 
+def head() -> Select[Any]:
+    """The last position committed (primary key, backward)."""
+    return select(func.max(system_events.c.position))
+
+
+def committed_after(after: int, limit: int) -> Select[Any]:
+    """Whole events, encoded form included, after `after` in position order (primary key)."""
+    c = system_events.c
+    return select(system_events).where(c.position > after).order_by(c.position).limit(limit)
+
+
 # What a listing reads: everything but the encoded form, which only subscriptions send.
 _EVENT_COLUMNS = tuple(c for c in system_events.c if c.name != "encoded")
 

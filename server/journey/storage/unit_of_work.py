@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Collection, Iterable
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,6 +21,9 @@ from journey.domain.rules import Outcome, StoredEventRef
 from journey.storage import statements
 from journey.storage.bulk import Bulk
 from journey.storage.records import field_names, profile_from_row, row, session_from_row
+
+# Hands out `count` positions, in increasing order; by default they follow `last_position`.
+Allocate = Callable[[Connection, int], Sequence[int]]
 
 
 @dataclass(frozen=True)
@@ -53,7 +56,13 @@ class UnitOfWork:
     batch instead of several per call.
     """
 
-    def __init__(self, connection: Connection, last_position: int, encode: Encode) -> None:
+    def __init__(
+        self,
+        connection: Connection,
+        last_position: int,
+        encode: Encode,
+        allocate: Allocate | None = None,
+    ) -> None:
         # A Core connection, not an ORM session: the ORM layer only added per-statement cost.
         self._connection = connection
         self._encode = encode
@@ -61,6 +70,7 @@ class UnitOfWork:
         self.encoded: list[EncodedEvent] = []
         # The position of the last system event stored or staged.
         self.last_position = last_position
+        self._allocate = allocate
         self._sessions: dict[str, Session] = {}
         self._profiles: dict[str, Profile] = {}
         self._new_sessions: set[str] = set()
@@ -160,8 +170,13 @@ class UnitOfWork:
                 event.profile_id, event.session_id
             )
             self._tracked.append(row(event))
-        first = self.last_position + 1
-        self.last_position += len(outcome.system_events)
+        count = len(outcome.system_events)
+        if self._allocate is None:
+            positions: Sequence[int] = range(self.last_position + 1, self.last_position + 1 + count)
+        else:
+            positions = self._allocate(self._connection, count) if count else ()
+        if positions:
+            self.last_position = positions[-1]
         events = tuple(
             SystemEvent(
                 position=position,
@@ -173,7 +188,7 @@ class UnitOfWork:
                 source_id=d.source_id,
                 properties=d.properties,
             )
-            for position, d in enumerate(outcome.system_events, first)
+            for position, d in zip(positions, outcome.system_events, strict=True)
         )
         self.appended.extend(events)
         self.writes += 1

@@ -1,20 +1,24 @@
-"""The single writer: runs units of work in group commits and assigns positions in commit order."""
+"""The writer: runs units of work in group commits and assigns positions in commit order."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import random
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
-from sqlalchemy import Connection, func, select
+from sqlalchemy import Connection, func, select, text
 
 from journey.domain.errors import JourneyError, Unavailable
 from journey.domain.model import Encode, EncodedEvent, SystemEvent
 from journey.storage.database import Database
 from journey.storage.failures import FAILURES, is_outage, unavailable
+from journey.storage.listen import CHANNEL
 from journey.storage.schema import SystemEventRow
 from journey.storage.unit_of_work import Keys, UnitOfWork
 
@@ -29,6 +33,22 @@ OnCommit = Callable[[Sequence[SystemEvent], Sequence[EncodedEvent]], None]
 MAX_BATCH = 256
 NO_KEYS = Keys()
 
+# On PostgreSQL every group commit of every process holds this transaction-level advisory lock
+# from before its first read until its commit ("journey" in ASCII: any constant would do).
+POSITIONS_LOCK = 29958897753023865
+_LOCK = text(f"SELECT pg_advisory_xact_lock({POSITIONS_LOCK})")
+_HEAD = select(func.max(SystemEventRow.position))
+_NOTIFY = text("SELECT pg_notify(:channel, :head)")
+
+# TEST ONLY, never in production: "1" makes PostgreSQL positions come from a sequence outside
+# the lock, the skipped-position bug of event stores on SQL, so that the replica tests can
+# show they catch it (tests/replicas/test_commit_order.py). Read here and nowhere else.
+UNSAFE_POSITIONS_ENV = "TEST_JOURNEY_UNSAFE_SEQUENCE_POSITIONS"
+_UNSAFE_SEQUENCE = "journey_test_unsafe_positions"
+# In that mode, how long (at most) a transaction waits between its inserts and its commit:
+# the window in which a later position can commit first, widened so the tests meet it.
+_UNSAFE_DELAY_SECONDS = 0.02
+
 
 @dataclass
 class _Item(Generic[T]):
@@ -40,12 +60,19 @@ class _Item(Generic[T]):
 
 
 class Writer:
-    """Every write goes through here, one transaction at a time.
+    """Every write of this process goes through here, one transaction at a time.
 
-    One writer is what makes positions strictly increase in commit order on any database: it
-    numbers the system events itself, and no other transaction can commit in between. Calls
-    that arrive while a transaction runs share the next one (group commit), so the cost of a
-    commit is paid once per batch, not once per call.
+    Positions strictly increase in commit order, with no gap a reader could pass over. On
+    SQLite one process writes (one writer, one transaction at a time), so the writer numbers
+    the system events itself from the last position it committed. On PostgreSQL any number
+    of processes write: each transaction first takes one advisory lock shared by all of them
+    (POSITIONS_LOCK), then reads the head of the log and numbers after it, and the lock is
+    released only once the commit is visible; so one transaction at a time, database-wide,
+    assigns and commits positions, and every read a unit of work makes under the lock (a
+    session, a profile, a client event id) sees what every earlier commit wrote. Each such
+    commit sends its last position on storage.listen.CHANNEL, for the other processes.
+    Calls that arrive while a transaction runs share the next one (group commit), so the
+    cost of a commit, and of the lock, is paid once per batch, not once per call.
 
     A unit of work must do all its reads and raise any JourneyError before it stages its
     outcome; then a refused call leaves nothing behind and the others in its batch still commit.
@@ -66,13 +93,17 @@ class Writer:
         self._task: asyncio.Task[None] | None = None
         self._closing = False
         self._position = 0
+        # Other processes may commit between two of ours (PostgreSQL): nothing read in one
+        # transaction is trusted in the next.
+        self._shared = database.engine.dialect.name == "postgresql"
+        self._unsafe = self._shared and os.environ.get(UNSAFE_POSITIONS_ENV) == "1"
         # After a failed transaction: the connection may have died during COMMIT, so whether
         # it committed is unknown; the next transaction reads the last position again.
         self._uncertain = False
 
     @property
     def last_position(self) -> int:
-        """The position of the last committed system event (0 when there is none)."""
+        """The last position this process committed or saw committed (0 when there is none)."""
         return self._position
 
     async def start(self) -> None:
@@ -80,6 +111,14 @@ class Writer:
         async with self._database.engine.connect() as connection:
             last = await connection.scalar(select(func.max(SystemEventRow.position)))
         self._position = int(last or 0)
+        if self._unsafe:
+            log.warning("%s=1: positions are NOT in commit order (test only)", UNSAFE_POSITIONS_ENV)
+            async with self._database.engine.begin() as connection:
+                await connection.execute(text(f"CREATE SEQUENCE IF NOT EXISTS {_UNSAFE_SEQUENCE}"))
+                await connection.execute(
+                    text(f"SELECT setval('{_UNSAFE_SEQUENCE}', :last + 1, false)"),
+                    {"last": self._position},
+                )
         if self._database.writer_engine is not None:
             self._thread = ThreadPoolExecutor(1, thread_name_prefix="journey-writer")
         self._task = asyncio.create_task(self._run(), name="journey-writer")
@@ -193,9 +232,16 @@ class Writer:
         it, and leaves the items' futures alone; _attempt applies the outcome once committed.
         """
         last = self._position
-        if self._uncertain:
-            last = int(connection.scalar(select(func.max(SystemEventRow.position))) or 0)
-        uow = UnitOfWork(connection, last, self._encode)
+        if self._shared:
+            if not self._unsafe:
+                # Before anything is read: see the class's docstring.
+                connection.execute(_LOCK)
+            # A new statement, so a new snapshot (READ COMMITTED), taken once the lock is ours.
+            last = int(connection.scalar(_HEAD) or 0)
+        elif self._uncertain:
+            last = int(connection.scalar(_HEAD) or 0)
+        allocate = _unsafe_positions if self._unsafe else None
+        uow = UnitOfWork(connection, last, self._encode, allocate)
         uow.preload(Keys.union(i.keys for i in batch))
         results: list[tuple[_Item[Any], Any, BaseException | None]] = []
         for item in batch:
@@ -207,6 +253,11 @@ class Writer:
                     raise
                 results.append((item, None, refused))
         uow.flush()
+        if self._shared and uow.appended:
+            # Delivered at commit, in commit order, to every process listening.
+            connection.execute(_NOTIFY, {"channel": CHANNEL, "head": str(uow.last_position)})
+        if self._unsafe:
+            time.sleep(random.uniform(0, _UNSAFE_DELAY_SECONDS))
         return _Committed(results, uow.appended, uow.encoded, uow.last_position)
 
 
@@ -218,6 +269,16 @@ class _Committed:
     appended: list[SystemEvent]
     encoded: list[EncodedEvent]
     last_position: int
+
+
+def _unsafe_positions(connection: Connection, count: int) -> list[int]:
+    # The test-only mode's positions: handed out at insert time, visible at commit time.
+    return list(
+        connection.scalars(
+            text(f"SELECT nextval('{_UNSAFE_SEQUENCE}') FROM generate_series(1, :n)"),
+            {"n": count},
+        )
+    )
 
 
 def _settle(item: _Item[Any], result: Any, error: BaseException | None) -> None:

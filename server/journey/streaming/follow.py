@@ -66,6 +66,10 @@ class EventLog(Protocol):
         """Up to `limit` matching events with `after < position <= up_to`, in position order."""
         ...
 
+    async def head(self) -> int:
+        """The last position committed, by any process."""
+        ...
+
 
 class _Position:
     """How far a subscription got, and when it last sent a checkpoint."""
@@ -97,6 +101,9 @@ class Follow:
         """
         loop = asyncio.get_running_loop()
         head = self.broker.head
+        if isinstance(start, int) and start > head:
+            # Another process may have committed it, and this one not have read it yet.
+            head = max(head, await self.log.head())
         if isinstance(start, int) and start > head:
             # Positions only grow, so a client that saw this one was talking to another log.
             raise OutOfRange(f"after_position {start} is beyond the last position, {head}")
@@ -148,10 +155,14 @@ class Follow:
                 yield FellBehind(at.cursor)
                 return
             events, covered = buffer.take()
-            # Only commits after `buffer.start` reach the buffer, and replay stopped there.
+            # Only commits after `buffer.start` reach the buffer, and replay stopped there;
+            # but a resume from another process's position can start beyond this broker's
+            # head, and what the buffer holds up to it was delivered there.
+            if events and events[0].position <= at.cursor:
+                events = [e for e in events if e.position > at.cursor]
             if events:
                 yield Delivery(events)
-            at.cursor = covered
+            at.cursor = max(at.cursor, covered)
             if self._beat_due(at):
                 yield self._beat(at)
             if buffer.closed:

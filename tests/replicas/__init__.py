@@ -1,0 +1,1 @@
+"""Many Journey processes on one PostgreSQL database."""
