@@ -102,6 +102,10 @@ async def test_a_unary_call_is_counted_with_its_outcome() -> None:
     assert value("grpc_server_msg_received_total") == 4
     assert value("grpc_server_msg_sent_total") == 1
     assert value("grpc_server_handling_seconds_count") == 4
+    # Cumulative buckets, as Prometheus expects: these calls took well under 5 ms.
+    assert value("grpc_server_handling_seconds_bucket", le="0.005") == 4
+    assert value("grpc_server_handling_seconds_bucket", le="+Inf") == 4
+    assert 0 < value("grpc_server_handling_seconds_sum") < 0.02
     handled = {
         code: value("grpc_server_handled_total", grpc_code=code)
         for code in ("OK", "FailedPrecondition", "Canceled", "DeadlineExceeded", "Unknown")
@@ -253,3 +257,26 @@ def test_each_server_has_its_own_registry_with_process_and_platform_metrics() ->
     assert s.value("journey_storage_errors_total", kind="full") == 0
     assert s.value("process_cpu_seconds_total") >= 0
     assert "python_info" in s.names()
+
+
+def test_a_duration_falls_in_the_first_bucket_at_or_above_it() -> None:
+    registry = CollectorRegistry()
+    rpc = RpcMetrics(registry)
+    m = rpc.method("unary", METHOD)
+    for seconds in (0.005, 0.0051, 0.3, 11.0):
+        m.observe(seconds)
+
+    def bucket(le: str) -> float:
+        return rpc_value(registry, "grpc_server_handling_seconds_bucket", "unary", le=le)
+
+    assert [bucket(le) for le in ("0.005", "0.01", "0.25", "0.5", "10.0", "+Inf")] == [
+        1,
+        2,
+        2,
+        3,
+        3,
+        4,
+    ]
+    assert rpc_value(registry, "grpc_server_handling_seconds_sum", "unary") == pytest.approx(
+        11.3101
+    )

@@ -22,7 +22,13 @@ from journey.domain.errors import (
     ResourceExhausted,
     Unavailable,
 )
-from journey.observability.metrics import SERVER_STREAM, UNARY, RpcMetrics, grpc_code_name
+from journey.observability.metrics import (
+    SERVER_STREAM,
+    UNARY,
+    MethodMetrics,
+    RpcMetrics,
+    grpc_code_name,
+)
 
 log = logging.getLogger("journey.rpc")
 
@@ -148,8 +154,7 @@ class MetricsInterceptor(MethodInterceptor):
     async def unary(self, method: str, request: Any, context: Context, call: UnaryCall) -> Any:
         """Count the call, its request, its response if any, and how it ended."""
         m = self._metrics.method(UNARY, method)
-        m.started.inc()
-        m.received.inc()
+        m.started += 1
         started = time.perf_counter()
         code = "OK"
         try:
@@ -158,9 +163,9 @@ class MetricsInterceptor(MethodInterceptor):
             code = _code_name(error, context)
             raise
         finally:
-            m.handled[code].inc()
-            m.handling.observe(time.perf_counter() - started)
-        m.sent.inc()
+            m.handled[code] += 1
+            m.observe(time.perf_counter() - started)
+        m.sent += 1
         return response
 
     async def stream(
@@ -168,35 +173,34 @@ class MetricsInterceptor(MethodInterceptor):
     ) -> AsyncIterator[Any]:
         """Count the stream, its request, each message it sends, and how it ended."""
         m = self._metrics.method(SERVER_STREAM, method)
-        m.started.inc()
-        m.received.inc()
+        m.started += 1
         started = time.perf_counter()
         code = "OK"
         try:
             # Subscribe writes its messages through the context rather than yielding them.
-            counting = cast(Context, _CountingContext(context, m.sent.inc))
+            counting = cast(Context, _CountingContext(context, m))
             async for response in call(request, counting):
-                m.sent.inc()
+                m.sent += 1
                 yield response
         except BaseException as error:
             code = _code_name(error, context)
             raise
         finally:
-            m.handled[code].inc()
-            m.handling.observe(time.perf_counter() - started)
+            m.handled[code] += 1
+            m.observe(time.perf_counter() - started)
 
 
 class _CountingContext:
     """A servicer context that counts the messages written through it."""
 
-    def __init__(self, context: Context, count: Callable[[], None]) -> None:
+    def __init__(self, context: Context, metrics: MethodMetrics) -> None:
         self._context = context
-        self._count = count
+        self._metrics = metrics
 
     async def write(self, message: Any) -> None:
         """Write, then count the message."""
         await self._context.write(message)
-        self._count()
+        self._metrics.sent += 1
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._context, name)
