@@ -80,8 +80,9 @@ class _Position:
     def covered(self) -> int:
         """How far the stream has got, counting a live buffer with nothing left to send."""
         buffer = self.buffer
-        if buffer is not None and buffer.empty and not buffer.overflowed:
-            # What the buffer saw and did not keep was filtered out.
+        live = buffer is not None and self.cursor >= buffer.start
+        if live and buffer is not None and buffer.empty and not buffer.overflowed:
+            # Caught up, and what the buffer saw and did not keep was filtered out.
             return max(self.cursor, buffer.seen)
         return self.cursor
 
