@@ -105,6 +105,16 @@ def node_client() -> None:
     npm_ci(NODE_CLIENT)
 
 
+def prometheus_tools() -> None:
+    """Prometheus and promtool for the tests of the alerts and dashboard; CI must have them."""
+    missing = [tool for tool in ("prometheus", "promtool") if shutil.which(tool) is None]
+    if not missing:
+        return
+    if os.environ.get("CI"):
+        sys.exit(f"CI runs the Prometheus tests: install Debian's prometheus package ({missing})")
+    print(f"note: no {' or '.join(missing)} here, so the Prometheus tests are skipped", flush=True)
+
+
 def serve(args: list[str]) -> None:
     """Run the server on the embedded SQLite default (or the given --config)."""
     setup("")
@@ -115,6 +125,7 @@ def test(args: list[str]) -> None:
     """Run the whole test suite, then `bench --quick`; with pytest arguments, only pytest."""
     setup("dev")
     node_client()
+    prometheus_tools()
     run(PYTHON, "-m", "pytest", *args)
     if not args:
         # Keeps the benchmark working: it fails only if a scenario errors, loses or repeats

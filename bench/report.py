@@ -91,6 +91,36 @@ def versus_nats(
     return {**nats, "nats_py": client, "rows": rows}
 
 
+# Journey with metrics on against off: Track calls/s in the same run (issue 14's target).
+METRICS_COLUMN = "journey+metrics"
+METRICS_TARGET = 0.95
+
+
+def metrics_overhead(results: dict[str, dict[str, dict[str, Any]]]) -> list[dict[str, Any]]:
+    """For each scenario run with and without metrics: Track calls/s of each, and their ratio."""
+    rows = []
+    for key, by_server in results.items():
+        off = by_server.get("journey", {})
+        on = by_server.get(METRICS_COLUMN, {})
+        if "calls_per_s" not in off or "calls_per_s" not in on:
+            continue
+        ratio = on["calls_per_s"] / off["calls_per_s"] if off["calls_per_s"] else None
+        cpu_off, cpu_on = off.get("server_cpu_ms_per_call"), on.get("server_cpu_ms_per_call")
+        rows.append(
+            {
+                "scenario": key,
+                "calls_per_s_off": off["calls_per_s"],
+                "calls_per_s_on": on["calls_per_s"],
+                "ratio_on_to_off": ratio,
+                # The server's CPU per call, on over off: the cost itself, less moved by load.
+                "cpu_per_call_on_to_off": cpu_on / cpu_off if cpu_on and cpu_off else None,
+                "target": f">= {METRICS_TARGET}",
+                "met": None if ratio is None else ratio >= METRICS_TARGET,
+            }
+        )
+    return rows
+
+
 def document(
     scenarios: list[Scenario],
     results: dict[str, dict[str, dict[str, Any]]],
@@ -133,6 +163,7 @@ def document(
         "columns": columns,
         "rows": rows,
         "versus_nats": versus_nats(results, nats or {"skipped": "not asked for"}),
+        "metrics_overhead": metrics_overhead(results),
     }
 
 
@@ -182,7 +213,41 @@ def markdown(doc: dict[str, Any]) -> str:
             notes.append(f"- {row['scenario']}: baseline {row['baseline_note']}.")
         if row.get("nats_note") and "nats" in doc["columns"]:
             notes.append(f"- {row['scenario']}: nats {row['nats_note']}.")
-    return "\n".join([*lines, "", *notes, "", *_versus_markdown(doc.get("versus_nats", {}))])
+    return "\n".join(
+        [
+            *lines,
+            "",
+            *notes,
+            "",
+            *_overhead_markdown(doc.get("metrics_overhead", [])),
+            *_versus_markdown(doc.get("versus_nats", {})),
+        ]
+    )
+
+
+def _overhead_markdown(rows: list[dict[str, Any]]) -> list[str]:
+    if not rows:
+        return []
+    lines = [
+        "### Metrics overhead",
+        "",
+        "Track calls/s with metrics off (journey) and on (journey+metrics), in this run; and the",
+        "server's CPU time per call, on over off.",
+        "",
+        "| # | calls/s off | calls/s on | on / off | target | met | CPU per call on / off |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for row in rows:
+        ratio, cpu = (
+            "n/a" if row[k] is None else f"{row[k]:.3f}"
+            for k in ("ratio_on_to_off", "cpu_per_call_on_to_off")
+        )
+        met = {True: "yes", False: "no", None: "?"}[row["met"]]
+        lines.append(
+            f"| {row['scenario']} | {_number(row['calls_per_s_off'])} "
+            f"| {_number(row['calls_per_s_on'])} | {ratio} | {row['target']} | {met} | {cpu} |"
+        )
+    return [*lines, ""]
 
 
 def _versus_markdown(versus: dict[str, Any]) -> list[str]:

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +22,10 @@ from bench.scenarios import FULL, QUICK, SCENARIOS, Plan, Scenario, Sizes
 ROOT = Path(__file__).resolve().parent.parent
 LOAD_TIMEOUT = 600.0
 NATS = "nats"
+# Journey with metrics on, beside the journey column (metrics off) in the same run: the
+# overhead of metrics is the ratio of the two.
+METRICS = "journey+metrics"
+METRICS_ENV = {"JOURNEY_METRICS_LISTEN": "127.0.0.1:0"}
 
 
 @dataclass(frozen=True)
@@ -72,8 +77,27 @@ def run_load(plan: Plan, target: str, extra: dict[str, Any]) -> dict[str, Any]:
     return result
 
 
+def scraped_track_calls(port: int) -> float:
+    """The Track calls that a server's /metrics counts as answered OK."""
+    # Imported here: the rest of the benchmark does not need prometheus-client.
+    from prometheus_client.parser import text_string_to_metric_families
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
+        text = response.read().decode()
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == "grpc_server_handled_total"
+        and sample.labels.get("grpc_method") == "Track"
+        and sample.labels.get("grpc_code") == "OK"
+    )
+
+
 def run_one(scenario: Scenario, sizes: Sizes, server: Server, workdir: Path) -> dict[str, Any]:
     """One scenario against one server, on a fresh database."""
+    if server.name == METRICS and not scenario.metrics_overhead:
+        return {"skipped": "metrics overhead is measured on the Track scenarios only"}
     if server.is_nats:
         if scenario.nats is None:
             return {"skipped": scenario.nats_note}
@@ -101,7 +125,13 @@ def run_one(scenario: Scenario, sizes: Sizes, server: Server, workdir: Path) -> 
         with started as running:
             if plan.needs_pid:
                 extra["pid"] = running.pid
-            return run_load(plan, running.target, extra)
+            result = run_load(plan, running.target, extra)
+            if server.name == METRICS and "error" not in result:
+                # Proof that this column ran with metrics on, and that they counted.
+                if running.metrics_port is None:
+                    return {"error": "journey+metrics served no /metrics"}
+                result["scraped_track_calls"] = scraped_track_calls(running.metrics_port)
+            return result
     except (RuntimeError, subprocess.TimeoutExpired) as error:
         return {"error": str(error)}
 
@@ -160,7 +190,12 @@ def main() -> None:
     args = parser.parse_args()
     sizes = QUICK if args.quick else FULL
     chosen = [s for s in SCENARIOS if not args.only or s.key in args.only.split(",")]
-    columns = [Server("baseline"), Server("journey"), *args.variant]
+    columns = [
+        Server("baseline"),
+        Server("journey"),
+        Server(METRICS, env=METRICS_ENV),
+        *args.variant,
+    ]
     nats = nats_status(chosen, args.no_nats)
     if nats["skipped"] is None:
         columns.append(Server(NATS))

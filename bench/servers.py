@@ -15,6 +15,7 @@ from pathlib import Path
 
 STARTUP_SECONDS = 60.0
 PORT_LINE = re.compile(rb"listening on port (\d+)")
+METRICS_LINE = re.compile(rb"metrics on http://\S+:(\d+)/metrics")
 
 
 @dataclass(frozen=True)
@@ -23,6 +24,8 @@ class Running:
 
     pid: int
     port: int
+    # Where Journey serves /metrics, when it does.
+    metrics_port: int | None = None
 
     @property
     def target(self) -> str:
@@ -36,6 +39,14 @@ def rss_mb(pid: int) -> float:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
     raise RuntimeError(f"no VmRSS for process {pid}")
+
+
+def cpu_seconds(pid: int) -> float:
+    """The CPU time (user and system, all threads) a process has used so far (from /proc)."""
+    # The command name, field 2, may hold spaces: count fields after its closing parenthesis.
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    utime, stime = int(fields[11]), int(fields[12])
+    return (utime + stime) / os.sysconf("SC_CLK_TCK")
 
 
 @contextmanager
@@ -53,7 +64,9 @@ def _process(
         )
     try:
         port = _wait_for_port(process, log_path)
-        yield Running(process.pid, port)
+        # Logged before the gRPC port, so it is there by now if at all.
+        metrics = METRICS_LINE.search(log_path.read_bytes())
+        yield Running(process.pid, port, int(metrics.group(1)) if metrics else None)
     finally:
         process.send_signal(signal.SIGTERM)
         try:

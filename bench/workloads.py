@@ -66,14 +66,28 @@ def track_request(
     )
 
 
-async def track_throughput(target: str, callers: int, events: int, seconds: float) -> Result:
-    """Scenarios 1 and 2: `callers` concurrent callers, each in its own session, for `seconds`."""
+async def track_throughput(
+    target: str, callers: int, events: int, seconds: float, pid: int | None = None
+) -> Result:
+    """Scenarios 1 and 2: `callers` concurrent callers, each in its own session, for `seconds`.
+
+    With the server's `pid`, also the server's CPU time per call: on a busy machine it varies
+    far less than calls/s, which moves with whatever else runs.
+    """
+    from bench.servers import cpu_seconds  # /proc only; the load generator runs on the same host
+
     chans = channels(target, 4)
     done = 0
     warmup = min(1.0, seconds / 4)
     start = time.perf_counter()
     measure_from = start + warmup
     stop_at = measure_from + seconds
+    cpu_from: list[float] = []
+
+    async def cpu_at_start() -> None:
+        await asyncio.sleep(warmup)
+        if pid is not None:
+            cpu_from.append(cpu_seconds(pid))
 
     async def caller(i: int) -> None:
         nonlocal done
@@ -88,13 +102,16 @@ async def track_throughput(target: str, callers: int, events: int, seconds: floa
                 done += 1
 
     try:
-        await asyncio.gather(*(caller(i) for i in range(callers)))
+        await asyncio.gather(cpu_at_start(), *(caller(i) for i in range(callers)))
     except grpc.aio.AioRpcError as error:
         raise WorkloadError(f"Track failed: {error.code().name} {error.details()}") from error
     finally:
         await close_all(chans)
     elapsed = time.perf_counter() - measure_from
-    return {"calls_per_s": done / elapsed, "events_per_s": done * events / elapsed}
+    result: Result = {"calls_per_s": done / elapsed, "events_per_s": done * events / elapsed}
+    if pid is not None and cpu_from and done:
+        result["server_cpu_ms_per_call"] = (cpu_seconds(pid) - cpu_from[0]) * 1000 / done
+    return result
 
 
 def events_of(message: pb.SubscribeResponse) -> Iterable[pb.SystemEvent]:

@@ -20,6 +20,7 @@ from journey.api.interceptors import (
     ErrorInterceptor,
     LoggingInterceptor,
     MethodInterceptor,
+    MetricsInterceptor,
     SubscriberLimitInterceptor,
     ValidationInterceptor,
 )
@@ -33,6 +34,13 @@ from journey.auth import KeyRing
 from journey.clock import Clock, SystemClock
 from journey.config import Settings
 from journey.journal import Journal
+from journey.observability.metrics import (
+    SERVER_STREAM,
+    UNARY,
+    Metrics,
+    MetricsServer,
+    Streams,
+)
 from journey.reflection import enable_reflection
 from journey.storage.database import Database, open_database
 from journey.storage.failures import FAILURES
@@ -128,10 +136,15 @@ def _ms(duration: timedelta) -> int:
     return min(int(duration.total_seconds() * 1000), 2**31 - 1)
 
 
-def _interceptors(settings: Settings, admission: AdmissionInterceptor) -> list[MethodInterceptor]:
-    # Outermost first: errors map whatever the inner ones raise; auth runs before anything
-    # else looks at the request.
-    chain: list[MethodInterceptor] = [LoggingInterceptor(), ErrorInterceptor()]
+def _interceptors(
+    settings: Settings, admission: AdmissionInterceptor, metrics: Metrics | None
+) -> list[MethodInterceptor]:
+    # Outermost first: metrics see every call's final status; errors map whatever the inner
+    # ones raise; auth runs before anything else looks at the request.
+    chain: list[MethodInterceptor] = []
+    if metrics is not None:
+        chain.append(MetricsInterceptor(metrics.rpc))
+    chain += [LoggingInterceptor(), ErrorInterceptor()]
     if settings.api_keys:
         chain.append(AuthInterceptor(KeyRing(settings.api_keys)))
     else:
@@ -153,7 +166,14 @@ class JourneyServer:
     health: health_aio.HealthServicer
     admission: AdmissionInterceptor
     feed: Feed
+    # The /metrics server, when metrics_listen is set; its port is `metrics_port`.
+    metrics_server: MetricsServer | None = None
     stopped: bool = False
+
+    @property
+    def metrics_port(self) -> int | None:
+        """The port /metrics is served on, or None when metrics are off."""
+        return None if self.metrics_server is None else self.metrics_server.port
 
     async def stop(self, grace: float | None) -> None:
         """Stop in order: refuse new calls, end streams, finish running calls, then storage."""
@@ -173,6 +193,29 @@ class JourneyServer:
         await self.feed.stop()
         await self.writer.close()
         await self.database.close()
+        # Last: a scrape during shutdown still answers.
+        if self.metrics_server is not None:
+            await self.metrics_server.close()
+
+
+def _register_methods(metrics: Metrics) -> None:
+    """Give every Journey method its series at zero, as go-grpc-prometheus does at start."""
+    for name in SERVICE_NAMES:
+        service = pb.tracker_service_pb2.DESCRIPTOR.pool.FindServiceByName(name)
+        for method in service.methods:
+            grpc_type = SERVER_STREAM if method.server_streaming else UNARY
+            metrics.rpc.method(grpc_type, f"/{name}/{method.name}")
+
+
+def _serve_metrics(settings: Settings, metrics: Metrics) -> MetricsServer:
+    try:
+        server = MetricsServer(metrics, settings.metrics_listen)
+    except OSError as error:
+        raise StartupError(
+            f"metrics_listen: cannot listen on {settings.metrics_listen}: {error.strerror or error}"
+        ) from error
+    log.info("metrics on http://%s:%d/metrics", server.host, server.port)
+    return server
 
 
 async def create_server(
@@ -192,10 +235,19 @@ async def create_server(
         where = settings.describe()["database_url"]
         raise StartupError(f"cannot open the database {where}: {error}") from error
     broker = Broker()
-    queries = Queries(database)
+    # Off (None) unless metrics_listen is set: then nothing on the hot paths counts.
+    metrics = Metrics([s.id for s in settings.sources]) if settings.metrics_listen else None
+    queries = Queries(database, metrics.storage_failed if metrics else None)
     # Other processes' commits reach the broker through the feed too (PostgreSQL).
     feed = Feed(broker, queries, listener(database))
-    writer = Writer(database, feed.committed, encode)
+    writer = Writer(
+        database,
+        feed.committed,
+        encode,
+        on_stats=metrics.committed if metrics else None,
+        on_failure=metrics.storage_failed if metrics else None,
+    )
+    metrics_server: MetricsServer | None = None
     try:
         try:
             await fill_encoded(database, encode)
@@ -210,9 +262,14 @@ async def create_server(
         follow = Follow(
             broker, queries, clock, settings.heartbeat_interval, settings.live_buffer_size
         )
+        if metrics is not None:
+            metrics.watch(Streams(head=lambda: broker.head, cursors=follow.positions))
+            _register_methods(metrics)
+            metrics_server = _serve_metrics(settings, metrics)
         admission = AdmissionInterceptor()
         server = grpc.aio.server(
-            interceptors=_interceptors(settings, admission), options=server_options(settings)
+            interceptors=_interceptors(settings, admission, metrics),
+            options=server_options(settings),
         )
         pb.add_TrackerServiceServicer_to_server(TrackerServicer(journal), server)
         add_system_event_service(SystemEventServicer(journal, follow), server)
@@ -233,13 +290,23 @@ async def create_server(
         await server.start()
         for name in ("", *SERVICE_NAMES):
             await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
-        sweeper = Sweeper(journal, queries, policy, clock)
+        sweeper = Sweeper(journal, queries, policy, clock, metrics.expired if metrics else None)
         sweeper.start()
     except BaseException:
         await feed.stop()
         await writer.close()
         await database.close()
+        if metrics_server is not None:
+            await metrics_server.close()
         raise
     return JourneyServer(
-        server, database, writer, broker, sweeper, health_servicer, admission, feed
+        server,
+        database,
+        writer,
+        broker,
+        sweeper,
+        health_servicer,
+        admission,
+        feed,
+        metrics_server,
     ), port

@@ -164,6 +164,11 @@ def _listen_address(value: object) -> str:
     return address
 
 
+def _optional_listen_address(value: object) -> str:
+    # Empty turns the feature off.
+    return "" if _string(value) == "" else _listen_address(value)
+
+
 def _duration_value(value: object) -> timedelta:
     if not isinstance(value, timedelta):
         raise _Invalid(f"expected a duration, got {_kind(value)}")
@@ -471,6 +476,8 @@ class Settings:
     # acknowledged when the process crashes, only the last commits on a power loss. NORMAL
     # measured no faster here (README, Performance), so the safe one is the default.
     sqlite_synchronous: str = "FULL"
+    # Where /metrics is served (HOST:PORT, port 0 picks a free one); empty: no metrics at all.
+    metrics_listen: str = ""
 
     def __post_init__(self) -> None:
         for key, spec in _FIELDS.items():
@@ -534,6 +541,7 @@ class Settings:
             "max_connection_age": _format_duration(self.max_connection_age),
             "max_connection_age_grace": _format_duration(self.max_connection_age_grace),
             "sqlite_synchronous": self.sqlite_synchronous,
+            "metrics_listen": self.metrics_listen,
         }
 
 
@@ -562,6 +570,7 @@ _FIELDS: Mapping[str, _Field] = {
     "max_connection_age": _Field(_non_negative_duration, _duration),
     "max_connection_age_grace": _Field(_non_negative_duration, _duration),
     "sqlite_synchronous": _Field(_sqlite_synchronous),
+    "metrics_listen": _Field(_optional_listen_address),
 }
 
 

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable, Sequence
+from datetime import datetime
 
 from journey.clock import Clock
 from journey.domain.errors import Unavailable
+from journey.domain.model import SystemEvent
 from journey.domain.policy import Policy
 from journey.journal import Journal
 from journey.storage.failures import FAILURES
@@ -22,6 +25,8 @@ RETRYABLE: tuple[type[BaseException], ...] = (*FAILURES, Unavailable)
 # Sessions opened while the sweeper sleeps may time out sooner than the deadline it
 # slept toward; waking at least this often keeps every timeout within a second.
 MAX_IDLE_SECONDS = 0.5
+# Told of each expiry's committed events and the time it committed (for metrics).
+OnExpired = Callable[[Sequence[SystemEvent], datetime], None]
 # How long stop() lets a sweep under way finish before cancelling it.
 STOP_GRACE_SECONDS = 2.0
 
@@ -36,8 +41,16 @@ class Sweeper:
     a process dies, the others' next sweep (within MAX_IDLE_SECONDS) ends what is due.
     """
 
-    def __init__(self, journal: Journal, queries: Queries, policy: Policy, clock: Clock) -> None:
+    def __init__(
+        self,
+        journal: Journal,
+        queries: Queries,
+        policy: Policy,
+        clock: Clock,
+        on_expired: OnExpired | None = None,
+    ) -> None:
         self._journal = journal
+        self._on_expired = on_expired
         self._queries = queries
         self._policy = policy
         self._clock = clock
@@ -67,7 +80,9 @@ class Sweeper:
         """Expire every session that is due now; returns how many were examined."""
         total = 0
         while due := await self._queries.due_sessions(self._clock.now(), self._policy, BATCH):
-            await self._journal.expire(due)
+            events = await self._journal.expire(due)
+            if self._on_expired is not None and events:
+                self._on_expired(events, self._clock.now())
             total += len(due)
         return total
 

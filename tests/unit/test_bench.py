@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import socket
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any, cast
 
 import grpc
@@ -12,7 +13,7 @@ import pytest
 from google.protobuf.empty_pb2 import Empty
 
 from bench import baseline, nats_workloads, report, runner
-from bench.scenarios import SCENARIOS
+from bench.scenarios import QUICK, SCENARIOS
 from bench.workloads import Subscriber, WorkloadError, check_events
 from journey_client import pb
 
@@ -220,3 +221,35 @@ async def test_a_nats_replay_when_jetstream_is_here() -> None:
         pytest.skip(f"no NATS JetStream at {url}: {reason}")
     result = await nats_workloads.nats_replay(url, 500)
     assert result["events"] == 500
+
+
+def test_the_metrics_overhead_compares_track_calls_with_metrics_on_and_off() -> None:
+    results: dict[str, dict[str, dict[str, Any]]] = {
+        "1": {
+            "journey": {"calls_per_s": 1000.0, "server_cpu_ms_per_call": 0.5},
+            "journey+metrics": {"calls_per_s": 960.0, "server_cpu_ms_per_call": 0.52},
+        },
+        "2": {"journey": {"calls_per_s": 500.0}, "journey+metrics": {"calls_per_s": 450.0}},
+        "3": {"journey": {"delivered_per_s": 9.0}, "journey+metrics": {"skipped": "Track only"}},
+    }
+    rows = report.metrics_overhead(results)
+    assert [(r["scenario"], r["ratio_on_to_off"], r["met"]) for r in rows] == [
+        ("1", 0.96, True),
+        ("2", 0.9, False),
+    ]
+    assert rows[0]["cpu_per_call_on_to_off"] == pytest.approx(1.04)
+    assert rows[1]["cpu_per_call_on_to_off"] is None
+    doc = report.document(list(SCENARIOS[:3]), results, ["journey", "journey+metrics"], True, 0.0)
+    text = report.markdown(doc)
+    assert "### Metrics overhead" in text
+    assert "| 1 | 1,000 | 960 | 0.960 | >= 0.95 | yes | 1.040 |" in text
+    assert "| 2 | 500 | 450 | 0.900 | >= 0.95 | no | n/a |" in text
+
+
+def test_the_metrics_column_runs_only_the_track_scenarios(tmp_path: Path) -> None:
+    server = runner.Server(runner.METRICS, env=runner.METRICS_ENV)
+    overhead = [s for s in SCENARIOS if s.metrics_overhead]
+    assert [s.key for s in overhead] == ["1", "2"]
+    fan_out = next(s for s in SCENARIOS if s.key == "3")
+    result = runner.run_one(fan_out, QUICK, server, tmp_path)
+    assert "skipped" in result

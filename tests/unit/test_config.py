@@ -63,6 +63,7 @@ def test_defaults() -> None:
     assert settings.log_level == "INFO"
     assert settings.log_format == "text"
     assert settings.keepalive_min_ping_interval == timedelta(seconds=10)
+    assert settings.metrics_listen == ""
 
 
 def test_full_example(tmp_path: Path) -> None:
@@ -526,6 +527,7 @@ def test_describe_example(tmp_path: Path) -> None:
         "max_connection_age": "0s",
         "max_connection_age_grace": "0s",
         "sqlite_synchronous": "FULL",
+        "metrics_listen": "",
     }
 
 
@@ -641,3 +643,21 @@ def test_limits_are_read_and_checked(tmp_path: Path) -> None:
         load_text(tmp_path, f"max_send_message_size = {2**31}")
     with pytest.raises(ConfigError, match=r"^keepalive_time: must be greater than 0"):
         load_text(tmp_path, "keepalive_time = 0")
+
+
+def test_metrics_listen_is_off_by_default_and_takes_host_and_port(tmp_path: Path) -> None:
+    assert load_text(tmp_path, "").metrics_listen == ""
+    settings = load_text(tmp_path, 'metrics_listen = "127.0.0.1:9464"')
+    assert settings.metrics_listen == "127.0.0.1:9464"
+    assert settings.describe()["metrics_listen"] == "127.0.0.1:9464"
+    from_env = load_text(tmp_path, "", {"JOURNEY_METRICS_LISTEN": "[::1]:0"})
+    assert from_env.metrics_listen == "[::1]:0"
+    # An empty variable turns metrics off again.
+    off = load_text(tmp_path, 'metrics_listen = "127.0.0.1:9464"', {"JOURNEY_METRICS_LISTEN": ""})
+    assert off.metrics_listen == ""
+
+
+@pytest.mark.parametrize("value", ['"9464"', '"host:"', '"host:70000"', '" "', "9464"])
+def test_bad_metrics_listen_is_named(tmp_path: Path, value: str) -> None:
+    with pytest.raises(ConfigError, match=r"^metrics_listen: "):
+        load_text(tmp_path, f"metrics_listen = {value}")

@@ -303,3 +303,22 @@ async def test_a_position_another_process_committed_resumes_here_exactly_once() 
     # Beyond every process's head it is still out of range.
     with pytest.raises(OutOfRange):
         await anext(follow.stream(EVERYTHING, 12))
+
+
+async def test_positions_tell_how_far_each_open_stream_has_got() -> None:
+    _, log, follow = make()
+    log.commit(5)
+    everything = follow.stream(EVERYTHING, BEGINNING)
+    assert follow.positions() == []  # a generator starts when first read
+    assert await take(everything, 6) == [1, 2, 3, 4, 5, CaughtUp(5)]
+    closed_only = SystemEventFilter(types=frozenset({SystemEventType.SESSION_CLOSED}))
+    filtered = follow.stream(closed_only, END)
+    assert await take(filtered, 1) == [CaughtUp(5)]
+    log.commit(3)
+    # The first has three events waiting to be sent; the second wants none of them.
+    assert sorted(follow.positions()) == [5, 8]
+    assert positions(await take(everything, 3)) == [6, 7, 8]
+    assert follow.positions() == [8, 8]
+    await everything.aclose()  # type: ignore[attr-defined]
+    await filtered.aclose()  # type: ignore[attr-defined]
+    assert follow.positions() == []

@@ -23,6 +23,13 @@ from journey.domain.errors import (
     ResourceExhausted,
     Unavailable,
 )
+from journey.observability.metrics import (
+    SERVER_STREAM,
+    UNARY,
+    MethodMetrics,
+    RpcMetrics,
+    grpc_code_name,
+)
 
 log = logging.getLogger("journey.rpc")
 
@@ -150,6 +157,84 @@ def _log(method: str, outcome: str, started: float, context: Context) -> None:
             "trace_id": _trace_id(context),
         }
         log.log(level, "%s %s %.1fms", method, outcome, elapsed_ms, extra=fields)
+
+
+class MetricsInterceptor(MethodInterceptor):
+    """Counts calls, outcomes, messages and durations under go-grpc-prometheus's names.
+
+    Outermost, so that it sees every call's final status, refusals by the other interceptors
+    included. Only present when metrics are on.
+    """
+
+    def __init__(self, metrics: RpcMetrics) -> None:
+        self._metrics = metrics
+
+    async def unary(self, method: str, request: Any, context: Context, call: UnaryCall) -> Any:
+        """Count the call, its request, its response if any, and how it ended."""
+        m = self._metrics.method(UNARY, method)
+        m.started += 1
+        started = time.perf_counter()
+        code = "OK"
+        try:
+            response = await call(request, context)
+        except BaseException as error:
+            code = _code_name(error, context)
+            raise
+        finally:
+            m.handled[code] += 1
+            m.observe(time.perf_counter() - started)
+        m.sent += 1
+        return response
+
+    async def stream(
+        self, method: str, request: Any, context: Context, call: StreamCall
+    ) -> AsyncIterator[Any]:
+        """Count the stream, its request, each message it sends, and how it ended."""
+        m = self._metrics.method(SERVER_STREAM, method)
+        m.started += 1
+        started = time.perf_counter()
+        code = "OK"
+        try:
+            # Subscribe writes its messages through the context rather than yielding them.
+            counting = cast(Context, _CountingContext(context, m))
+            async for response in call(request, counting):
+                m.sent += 1
+                yield response
+        except BaseException as error:
+            code = _code_name(error, context)
+            raise
+        finally:
+            m.handled[code] += 1
+            m.observe(time.perf_counter() - started)
+
+
+class _CountingContext:
+    """A servicer context that counts the messages written through it."""
+
+    def __init__(self, context: Context, metrics: MethodMetrics) -> None:
+        self._context = context
+        self._metrics = metrics
+
+    async def write(self, message: Any) -> None:
+        """Write, then count the message."""
+        await self._context.write(message)
+        self._metrics.sent += 1
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._context, name)
+
+
+def _code_name(error: BaseException, context: Context) -> str:
+    """The status a call that raised `error` ends with, as go-grpc-prometheus names it."""
+    if isinstance(error, grpc.aio.AbortError):
+        code = context.code()
+        return grpc_code_name(code.name) if isinstance(code, grpc.StatusCode) else "Unknown"
+    if isinstance(error, asyncio.CancelledError | GeneratorExit):
+        # grpc cancels the handler when the client cancels or its deadline passes.
+        remaining: float | None = cast("float | None", context.time_remaining())
+        return "DeadlineExceeded" if remaining is not None and remaining <= 0 else "Canceled"
+    # grpc answers anything else a handler raises with UNKNOWN.
+    return "Unknown"
 
 
 class ErrorInterceptor(MethodInterceptor):

@@ -194,6 +194,14 @@ class UnitOfWork:
         self.writes += 1
         return events
 
+    def tracked_by_source(self) -> dict[str, int]:
+        """How many tracked events each source has staged."""
+        counts: dict[str, int] = {}
+        for values in self._tracked:
+            source_id = values[_TRACKED_SOURCE]
+            counts[source_id] = counts.get(source_id, 0) + 1
+        return counts
+
     def flush(self) -> None:
         """Write everything staged: one executemany per table and kind."""
         connection = self._connection
@@ -229,6 +237,7 @@ _PROFILE_INSERTS = Bulk(insert(statements.profiles), field_names(Profile))
 _PROFILE_UPDATES = Bulk(_update_by_key(statements.profiles), _renamed(Profile, id="key"))
 _SESSION_INSERTS = Bulk(insert(statements.sessions), field_names(Session))
 _SESSION_UPDATES = Bulk(_update_by_key(statements.sessions), _renamed(Session, id="key"))
+_TRACKED_SOURCE = field_names(TrackedEvent).index("source_id")
 _TRACKED_INSERTS = Bulk(insert(statements.tracked_events), _renamed(TrackedEvent, id="event_id"))
 _SYSTEM_EVENT_INSERTS = Bulk(
     insert(statements.system_events), (*field_names(SystemEvent), "encoded")

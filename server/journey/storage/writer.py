@@ -7,7 +7,7 @@ import logging
 import os
 import random
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
@@ -17,7 +17,7 @@ from sqlalchemy import Connection, func, select, text
 from journey.domain.errors import JourneyError, Unavailable
 from journey.domain.model import Encode, EncodedEvent, SystemEvent
 from journey.storage.database import Database
-from journey.storage.failures import FAILURES, is_outage, unavailable
+from journey.storage.failures import FAILURES, OnFailure, failure_kind, is_outage, unavailable
 from journey.storage.listen import CHANNEL
 from journey.storage.schema import SystemEventRow
 from journey.storage.unit_of_work import Keys, UnitOfWork
@@ -29,6 +29,9 @@ T = TypeVar("T")
 Work = Callable[[UnitOfWork], T]
 # Called with a commit's system events and the same events encoded.
 OnCommit = Callable[[Sequence[SystemEvent], Sequence[EncodedEvent]], None]
+# Told after each group commit (for metrics): how many calls it held, how many seconds its
+# transaction took, its system events, and its tracked events counted by source id.
+OnStats = Callable[[int, float, Sequence[SystemEvent], Mapping[str, int]], None]
 
 MAX_BATCH = 256
 NO_KEYS = Keys()
@@ -79,9 +82,19 @@ class Writer:
     """
 
     def __init__(
-        self, database: Database, on_commit: OnCommit, encode: Encode, queue_size: int = 1024
+        self,
+        database: Database,
+        on_commit: OnCommit,
+        encode: Encode,
+        queue_size: int = 1024,
+        *,
+        on_stats: OnStats | None = None,
+        on_failure: OnFailure | None = None,
     ) -> None:
         self._database = database
+        # Both None when metrics are off: then no commit is timed and nothing counted.
+        self._on_stats = on_stats
+        self._on_failure = on_failure
         # Each system event is encoded for its subscribers once, in the transaction that
         # stores it (on SQLite off the event loop).
         self._encode = encode
@@ -189,6 +202,7 @@ class Writer:
 
     async def _attempt(self, batch: list[_Item[Any]]) -> BaseException | None:
         """Run the batch in one transaction; None if it committed, else what failed it."""
+        started = time.perf_counter() if self._on_stats is not None else 0.0
         try:
             if self._thread is not None:
                 loop = asyncio.get_running_loop()
@@ -202,6 +216,8 @@ class Writer:
             raise
         except Exception as failed:
             storage_failed = isinstance(failed, FAILURES)
+            if storage_failed and self._on_failure is not None:
+                self._on_failure(failure_kind(failed))
             self._uncertain = self._uncertain or storage_failed
             if len(batch) == 1:
                 log.warning("commit failed: %r", failed)
@@ -209,13 +225,16 @@ class Writer:
             return failed
         self._position = done.last_position
         self._uncertain = False
-        if done.appended:
-            try:
+        try:
+            if done.appended:
                 self._on_commit(done.appended, done.encoded)
-            except Exception:
-                # The commit stands and its callers must hear so; a bug in publishing must not
-                # stop every later write as well.
-                log.exception("publishing up to position %d failed", done.last_position)
+            if self._on_stats is not None:
+                seconds = time.perf_counter() - started
+                self._on_stats(len(batch), seconds, done.appended, done.tracked)
+        except Exception:
+            # The commit stands and its callers must hear so; a bug in publishing must not
+            # stop every later write as well.
+            log.exception("publishing up to position %d failed", done.last_position)
         for item, result, refusal in done.results:
             _settle(item, result, refusal)
         return None
@@ -258,7 +277,8 @@ class Writer:
             connection.execute(_NOTIFY, {"channel": CHANNEL, "head": str(uow.last_position)})
         if self._unsafe:
             time.sleep(random.uniform(0, _UNSAFE_DELAY_SECONDS))
-        return _Committed(results, uow.appended, uow.encoded, uow.last_position)
+        tracked = uow.tracked_by_source() if self._on_stats is not None else {}
+        return _Committed(results, uow.appended, uow.encoded, uow.last_position, tracked)
 
 
 @dataclass(frozen=True)
@@ -269,6 +289,8 @@ class _Committed:
     appended: list[SystemEvent]
     encoded: list[EncodedEvent]
     last_position: int
+    # Tracked events stored, by source id (only counted for metrics).
+    tracked: dict[str, int]
 
 
 def _unsafe_positions(connection: Connection, count: int) -> list[int]:

@@ -34,6 +34,11 @@ class LiveBuffer:
         # An empty filter matches everything: no need to ask it per event.
         self._everything = self.filter == SystemEventFilter()
 
+    @property
+    def empty(self) -> bool:
+        """Whether nothing is buffered."""
+        return not self._events
+
     def offer(self, events: Sequence[SystemEvent], encoded: Sequence[EncodedEvent]) -> None:
         """Take the matching events of a commit, or overflow."""
         if self.overflowed or self.closed:

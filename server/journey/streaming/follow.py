@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Protocol
 
@@ -78,6 +78,17 @@ class _Position:
         # Every event up to `cursor` was delivered or filtered out.
         self.cursor = cursor
         self.last_beat = now
+        # The live buffer while one is registered.
+        self.buffer: LiveBuffer | None = None
+
+    def covered(self) -> int:
+        """How far the stream has got, counting a live buffer with nothing left to send."""
+        buffer = self.buffer
+        live = buffer is not None and self.cursor >= buffer.start
+        if live and buffer is not None and buffer.empty and not buffer.overflowed:
+            # Caught up, and what the buffer saw and did not keep was filtered out.
+            return max(self.cursor, buffer.seen)
+        return self.cursor
 
 
 @dataclass(frozen=True)
@@ -89,6 +100,14 @@ class Follow:
     clock: Clock
     heartbeat: timedelta
     buffer_capacity: int
+    # The open streams' positions, for the lag metrics (read, never changed, from elsewhere).
+    _open: set[_Position] = field(default_factory=set, compare=False)
+
+    def positions(self) -> list[int]:
+        """How far each open subscription has got; safe to call from another thread."""
+        # list() of a set runs under the GIL in one go: a stream opening meanwhile cannot
+        # change the set under it.
+        return [at.covered() for at in list(self._open)]
 
     async def stream(
         self, event_filter: SystemEventFilter, start: str | int
@@ -110,23 +129,28 @@ class Follow:
         at = _Position(
             0 if start == BEGINNING else head if start == END else int(start), loop.time()
         )
-        while not self.broker.closed:
-            # Catch up from storage first, with no live buffer to overflow meanwhile.
-            async for item in self._replay(event_filter, at, None):
-                yield item
-            buffer = self.broker.register(event_filter, self.buffer_capacity)
-            try:
-                # What committed between the last page and registering is in storage;
-                # everything after `buffer.start` lands in the buffer.
-                async for item in self._replay(event_filter, at, buffer.start):
+        self._open.add(at)
+        try:
+            while not self.broker.closed:
+                # Catch up from storage first, with no live buffer to overflow meanwhile.
+                async for item in self._replay(event_filter, at, None):
                     yield item
-                if buffer.overflowed:
-                    continue
-                yield CaughtUp(at.cursor)
-                async for item in self._live(buffer, at):
-                    yield item
-            finally:
-                self.broker.unregister(buffer)
+                buffer = at.buffer = self.broker.register(event_filter, self.buffer_capacity)
+                try:
+                    # What committed between the last page and registering is in storage;
+                    # everything after `buffer.start` lands in the buffer.
+                    async for item in self._replay(event_filter, at, buffer.start):
+                        yield item
+                    if buffer.overflowed:
+                        continue
+                    yield CaughtUp(at.cursor)
+                    async for item in self._live(buffer, at):
+                        yield item
+                finally:
+                    at.buffer = None
+                    self.broker.unregister(buffer)
+        finally:
+            self._open.discard(at)
 
     async def _replay(
         self, event_filter: SystemEventFilter, at: _Position, up_to: int | None

@@ -1,0 +1,1 @@
+"""Observability: what the server tells its operators (Prometheus metrics)."""
