@@ -458,6 +458,9 @@ class Settings:
     # acknowledged when the process crashes, only the last commits on a power loss. NORMAL
     # measured no faster here (README, Performance), so the safe one is the default.
     sqlite_synchronous: str = "FULL"
+    # Server processes sharing the listen port (`journey serve --workers`); more than one
+    # needs PostgreSQL.
+    workers: int = 1
 
     def __post_init__(self) -> None:
         for key, spec in _FIELDS.items():
@@ -471,6 +474,11 @@ class Settings:
         if bool(self.tls_cert_file) != bool(self.tls_key_file):
             raise ConfigError(
                 "tls_cert_file, tls_key_file: set both to serve TLS, or neither for plaintext"
+            )
+        if self.workers > 1 and self.database_url.startswith("sqlite"):
+            raise ConfigError(
+                f"workers: {self.workers} processes cannot share an SQLite database, which "
+                "allows one process; use PostgreSQL (database_url) to run several"
             )
         if self.tls_client_ca_file and not self.tls_cert_file:
             raise ConfigError(
@@ -519,6 +527,7 @@ class Settings:
             "max_connection_age": _format_duration(self.max_connection_age),
             "max_connection_age_grace": _format_duration(self.max_connection_age_grace),
             "sqlite_synchronous": self.sqlite_synchronous,
+            "workers": self.workers,
         }
 
 
@@ -545,6 +554,7 @@ _FIELDS: Mapping[str, _Field] = {
     "max_connection_age": _Field(_non_negative_duration, _duration),
     "max_connection_age_grace": _Field(_non_negative_duration, _duration),
     "sqlite_synchronous": _Field(_sqlite_synchronous),
+    "workers": _Field(_positive_int, from_env=_env_int),
 }
 
 

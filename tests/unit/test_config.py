@@ -501,6 +501,7 @@ def test_describe_example(tmp_path: Path) -> None:
         "max_connection_age": "0s",
         "max_connection_age_grace": "0s",
         "sqlite_synchronous": "FULL",
+        "workers": 1,
     }
 
 
@@ -616,3 +617,23 @@ def test_limits_are_read_and_checked(tmp_path: Path) -> None:
         load_text(tmp_path, f"max_send_message_size = {2**31}")
     with pytest.raises(ConfigError, match=r"^keepalive_time: must be greater than 0"):
         load_text(tmp_path, "keepalive_time = 0")
+
+
+def test_workers_are_read_and_checked(tmp_path: Path) -> None:
+    postgres = 'database_url = "postgresql+asyncpg://127.0.0.1/journey"\n'
+    assert Settings().workers == 1
+    assert load_text(tmp_path, postgres + "workers = 3").workers == 3
+    assert load_text(tmp_path, postgres, {"JOURNEY_WORKERS": "4"}).workers == 4
+    with pytest.raises(ConfigError, match=r"^workers: must be at least 1, got 0$"):
+        load_text(tmp_path, postgres + "workers = 0")
+    with pytest.raises(ConfigError, match=r"^workers: expected an integer, got"):
+        load_text(tmp_path, postgres + 'workers = "2"')
+    with pytest.raises(ConfigError, match=r"^JOURNEY_WORKERS \(workers\): expected an integer"):
+        load_text(tmp_path, postgres, {"JOURNEY_WORKERS": "two"})
+
+
+def test_several_workers_on_sqlite_are_refused_naming_postgresql(tmp_path: Path) -> None:
+    assert load_text(tmp_path, "workers = 1").workers == 1
+    with pytest.raises(ConfigError, match=r"^workers: 2 processes cannot share an SQLite") as info:
+        load_text(tmp_path, "workers = 2")
+    assert "use PostgreSQL" in str(info.value)
