@@ -100,6 +100,14 @@ async def upgrade(engine: AsyncEngine, encode: Encode | None = None) -> Outcome:
                 await connection.invalidate()
 
 
+def upgrade_connection(connection: Connection, encode: Encode | None = None) -> Outcome:
+    """`upgrade` on a synchronous connection, without the lock, for one-process tools.
+
+    The benchmark's seeder makes the database files it fills with it.
+    """
+    return _upgrade(connection, encode)
+
+
 def _upgrade(connection: Connection, encode: Encode | None) -> Outcome:
     config = _config(connection=connection, encode=encode)
     script = ScriptDirectory.from_config(config)
