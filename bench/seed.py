@@ -13,9 +13,8 @@ from sqlalchemy import create_engine, insert
 
 from journey.api.encoding import encode
 from journey.domain.model import Profile, Session, SessionState, SystemEvent, SystemEventType
-from journey.storage import statements
+from journey.storage import migrate, statements
 from journey.storage.records import values
-from journey.storage.schema import Base
 
 CHUNK = 10_000
 TYPES = (
@@ -28,7 +27,8 @@ TYPES = (
 def _write(path: str, table_rows: list[tuple[object, list[dict[str, object]]]]) -> None:
     engine = create_engine(f"sqlite:///{path}")
     try:
-        Base.metadata.create_all(engine)
+        with engine.connect() as connection:
+            migrate.upgrade_connection(connection)
         with engine.begin() as connection:
             for table, rows in table_rows:
                 for i in range(0, len(rows), CHUNK):

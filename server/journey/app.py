@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
+import socket
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -45,8 +47,9 @@ from journey.reflection import enable_reflection
 from journey.storage.database import Database, open_database
 from journey.storage.failures import FAILURES
 from journey.storage.listen import listener
+from journey.storage.migrate import MigrationError, SchemaTooNew
 from journey.storage.queries import Queries
-from journey.storage.upgrade import fill_encoded
+from journey.storage.sqlite_lock import DatabaseInUse, SqliteLock, lock_for
 from journey.storage.writer import Writer
 from journey.streaming.broker import Broker
 from journey.streaming.feed import Feed
@@ -68,7 +71,15 @@ SERVICE_NAMES = tuple(
 
 
 class StartupError(Exception):
-    """The server cannot start: bad TLS files, the database cannot be opened, the address taken."""
+    """The server cannot start: bad TLS files, the database cannot be opened, the address taken.
+
+    `exit_code` is what `journey serve` exits with: 2 when another process or a newer Journey
+    owns what this one needs (the address, the SQLite file, the schema), else 1.
+    """
+
+    def __init__(self, message: str, exit_code: int = 1) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
 
 
 def _read(setting: str, path: str) -> bytes:
@@ -105,9 +116,15 @@ def server_credentials(settings: Settings) -> grpc.ServerCredentials | None:
     )
 
 
-def server_options(settings: Settings) -> list[tuple[str, int]]:
-    """The grpc channel arguments for the configured limits; 0 turns an age limit off."""
+def server_options(settings: Settings, *, reuse_port: bool = False) -> list[tuple[str, int]]:
+    """The grpc channel arguments for the configured limits; 0 turns an age limit off.
+
+    grpc binds with SO_REUSEPORT by default on Linux, so a second server on a taken address
+    would start and share its clients with the first. Only the workers of one
+    `journey serve --workers` share a port (`reuse_port`).
+    """
     options = [
+        ("grpc.so_reuseport", int(reuse_port)),
         ("grpc.max_receive_message_length", settings.max_receive_message_size),
         ("grpc.max_send_message_length", settings.max_send_message_size),
         ("grpc.keepalive_time_ms", _ms(settings.keepalive_time)),
@@ -168,6 +185,8 @@ class JourneyServer:
     feed: Feed
     # The /metrics server, when metrics_listen is set; its port is `metrics_port`.
     metrics_server: MetricsServer | None = None
+    # SQLite: held while serving, so that no second process opens the file.
+    lock: SqliteLock | None = None
     stopped: bool = False
 
     @property
@@ -193,6 +212,8 @@ class JourneyServer:
         await self.feed.stop()
         await self.writer.close()
         await self.database.close()
+        if self.lock is not None:
+            self.lock.release()
         # Last: a scrape during shutdown still answers.
         if self.metrics_server is not None:
             await self.metrics_server.close()
@@ -218,22 +239,77 @@ def _serve_metrics(settings: Settings, metrics: Metrics) -> MetricsServer:
     return server
 
 
-async def create_server(
-    settings: Settings, *, clock: Clock | None = None
-) -> tuple[JourneyServer, int]:
-    """Open the database, bind `settings.listen`, start serving; returns the server and its port."""
-    clock = clock or SystemClock()
-    policy = settings.policy()
-    credentials = server_credentials(settings)
+def hold_database(settings: Settings) -> SqliteLock | None:
+    """On SQLite, lock the file for this process (StartupError, exit 2, if another has it)."""
+    lock = lock_for(settings.database_url)
+    if lock is not None:
+        try:
+            lock.acquire()
+        except DatabaseInUse as error:
+            raise StartupError(str(error), exit_code=2) from None
+        except OSError as error:
+            raise StartupError(f"cannot lock {lock.path}: {error.strerror or error}") from None
+    return lock
+
+
+async def open_migrated(settings: Settings) -> Database:
+    """Open the database and apply pending migrations (StartupError if that cannot be done)."""
+    where = settings.describe()["database_url"]
     try:
-        database = await open_database(
-            settings.database_url, sqlite_synchronous=settings.sqlite_synchronous
+        return await open_database(
+            settings.database_url, sqlite_synchronous=settings.sqlite_synchronous, encode=encode
         )
+    except SchemaTooNew as error:
+        raise StartupError(f"{where}: {error}", exit_code=2) from None
+    except MigrationError as error:
+        raise StartupError(f"cannot migrate the database {where}: {error}") from None
     # ValueError, TypeError: a URL that parses but that the driver refuses (a port that is no
     # number, an unknown query option).
     except (OSError, SQLAlchemyError, ValueError, TypeError) as error:
-        where = settings.describe()["database_url"]
         raise StartupError(f"cannot open the database {where}: {error}") from error
+
+
+def _listen_failure(address: str) -> StartupError:
+    """Why grpc could not bind `address`: grpc's own error does not say, a plain bind does."""
+    host, _, port = address.rpartition(":")
+    host = host.strip("[]")
+    try:
+        infos = socket.getaddrinfo(host or None, int(port), type=socket.SOCK_STREAM)
+    except (OSError, ValueError):
+        infos = []
+    for family, kind, proto, _name, sockaddr in infos:
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind(sockaddr)
+            except OSError as error:
+                if error.errno == errno.EADDRINUSE:
+                    return StartupError(
+                        f"cannot listen on {address}: address in use (another process listens "
+                        "there)",
+                        exit_code=2,
+                    )
+    return StartupError(f"cannot listen on {address}: the address is taken or not this host's")
+
+
+async def create_server(
+    settings: Settings, *, clock: Clock | None = None, reuse_port: bool = False
+) -> tuple[JourneyServer, int]:
+    """Open the database, bind `settings.listen`, start serving; returns the server and its port.
+
+    `reuse_port` lets this server share its port with the other workers of one
+    `journey serve --workers`; otherwise a taken address fails with "address in use".
+    """
+    clock = clock or SystemClock()
+    policy = settings.policy()
+    credentials = server_credentials(settings)
+    lock = hold_database(settings)
+    try:
+        database = await open_migrated(settings)
+    except BaseException:
+        if lock is not None:
+            lock.release()
+        raise
     broker = Broker()
     # Off (None) unless metrics_listen is set: then nothing on the hot paths counts.
     metrics = Metrics([s.id for s in settings.sources]) if settings.metrics_listen else None
@@ -250,7 +326,6 @@ async def create_server(
     metrics_server: MetricsServer | None = None
     try:
         try:
-            await fill_encoded(database, encode)
             await writer.start()
         except FAILURES as error:
             raise StartupError(f"cannot read the database: {error!r}") from error
@@ -269,7 +344,7 @@ async def create_server(
         admission = AdmissionInterceptor()
         server = grpc.aio.server(
             interceptors=_interceptors(settings, admission, metrics),
-            options=server_options(settings),
+            options=server_options(settings, reuse_port=reuse_port),
         )
         pb.add_TrackerServiceServicer_to_server(TrackerServicer(journal), server)
         add_system_event_service(SystemEventServicer(journal, follow), server)
@@ -284,9 +359,7 @@ async def create_server(
             else:
                 port = server.add_secure_port(settings.listen, credentials)
         except RuntimeError as error:
-            raise StartupError(
-                f"cannot listen on {settings.listen}: the address is taken or not this host's"
-            ) from error
+            raise _listen_failure(settings.listen) from error
         await server.start()
         for name in ("", *SERVICE_NAMES):
             await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
@@ -298,6 +371,8 @@ async def create_server(
         await database.close()
         if metrics_server is not None:
             await metrics_server.close()
+        if lock is not None:
+            lock.release()
         raise
     return JourneyServer(
         server,
@@ -309,4 +384,5 @@ async def create_server(
         admission,
         feed,
         metrics_server,
+        lock,
     ), port

@@ -478,6 +478,9 @@ class Settings:
     sqlite_synchronous: str = "FULL"
     # Where /metrics is served (HOST:PORT, port 0 picks a free one); empty: no metrics at all.
     metrics_listen: str = ""
+    # Server processes sharing the listen port (`journey serve --workers`); more than one
+    # needs PostgreSQL.
+    workers: int = 1
 
     def __post_init__(self) -> None:
         for key, spec in _FIELDS.items():
@@ -491,6 +494,11 @@ class Settings:
         if bool(self.tls_cert_file) != bool(self.tls_key_file):
             raise ConfigError(
                 "tls_cert_file, tls_key_file: set both to serve TLS, or neither for plaintext"
+            )
+        if self.workers > 1 and self.database_url.startswith("sqlite"):
+            raise ConfigError(
+                f"workers: {self.workers} processes cannot share an SQLite database, which "
+                "allows one process; use PostgreSQL (database_url) to run several"
             )
         if self.tls_client_ca_file and not self.tls_cert_file:
             raise ConfigError(
@@ -542,6 +550,7 @@ class Settings:
             "max_connection_age_grace": _format_duration(self.max_connection_age_grace),
             "sqlite_synchronous": self.sqlite_synchronous,
             "metrics_listen": self.metrics_listen,
+            "workers": self.workers,
         }
 
 
@@ -571,6 +580,7 @@ _FIELDS: Mapping[str, _Field] = {
     "max_connection_age_grace": _Field(_non_negative_duration, _duration),
     "sqlite_synchronous": _Field(_sqlite_synchronous),
     "metrics_listen": _Field(_optional_listen_address),
+    "workers": _Field(_positive_int, from_env=_env_int),
 }
 
 

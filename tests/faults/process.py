@@ -6,7 +6,7 @@ import asyncio
 import re
 import signal
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -79,8 +79,10 @@ def write_config(directory: Path, database_url: str, extra: str = "") -> Path:
     return config
 
 
-async def start_server(config: Path, env: dict[str, str] = CLEAN_ENV) -> ServerProcess:
-    """Start `journey serve --config CONFIG` and wait until it listens."""
+async def start_server(
+    config: Path, env: dict[str, str] = CLEAN_ENV, args: Sequence[str] = ()
+) -> ServerProcess:
+    """Start `journey serve --config CONFIG [ARGS]` and wait until it listens."""
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
@@ -88,13 +90,14 @@ async def start_server(config: Path, env: dict[str, str] = CLEAN_ENV) -> ServerP
         "serve",
         "--config",
         str(config),
+        *args,
         env=env,
         stderr=asyncio.subprocess.PIPE,
     )
     assert process.stderr is not None
     lines: list[str] = []
     try:
-        async with asyncio.timeout(30):
+        async with asyncio.timeout(60):
             while True:
                 line = (await process.stderr.readline()).decode()
                 assert line, "journey serve ended before listening:\n" + "".join(lines)

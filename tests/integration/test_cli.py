@@ -113,8 +113,8 @@ async def test_a_taken_port_stops_serve_with_a_one_line_error(tmp_path: Path) ->
             "JOURNEY_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'j.db'}",
         }
         code, output = await run_cli("serve", env=env)
-    assert code == 1
-    assert f"journey: cannot listen on {host}:{port}" in output
+    assert code == 2
+    assert f"journey: cannot listen on {host}:{port}: address in use" in output
     assert "Traceback" not in output
 
 

@@ -152,6 +152,8 @@ async def test_keepalive_and_connection_age_options_reach_grpc(tmp_path: Path) -
         keepalive_min_ping_interval=timedelta(seconds=20),
     )
     assert dict(server_options(settings)) == {
+        # A plain server owns its port; only --workers share one (server_options' docstring).
+        "grpc.so_reuseport": 0,
         "grpc.max_receive_message_length": 4 * 1024 * 1024,
         "grpc.max_send_message_length": 1 << 20,
         "grpc.keepalive_time_ms": 30_000,
@@ -163,6 +165,7 @@ async def test_keepalive_and_connection_age_options_reach_grpc(tmp_path: Path) -
     }
     # Age limits are off by default: grpc's own default (none) applies.
     assert "grpc.max_connection_age_ms" not in dict(server_options(sqlite_settings(tmp_path)))
+    assert dict(server_options(settings, reuse_port=True))["grpc.so_reuseport"] == 1
     async with serving(settings) as h:
         assert len((await h.track("page-view")).event_ids) == 1
 

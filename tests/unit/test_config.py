@@ -528,6 +528,7 @@ def test_describe_example(tmp_path: Path) -> None:
         "max_connection_age_grace": "0s",
         "sqlite_synchronous": "FULL",
         "metrics_listen": "",
+        "workers": 1,
     }
 
 
@@ -661,3 +662,23 @@ def test_metrics_listen_is_off_by_default_and_takes_host_and_port(tmp_path: Path
 def test_bad_metrics_listen_is_named(tmp_path: Path, value: str) -> None:
     with pytest.raises(ConfigError, match=r"^metrics_listen: "):
         load_text(tmp_path, f"metrics_listen = {value}")
+
+
+def test_workers_are_read_and_checked(tmp_path: Path) -> None:
+    postgres = 'database_url = "postgresql+asyncpg://127.0.0.1/journey"\n'
+    assert Settings().workers == 1
+    assert load_text(tmp_path, postgres + "workers = 3").workers == 3
+    assert load_text(tmp_path, postgres, {"JOURNEY_WORKERS": "4"}).workers == 4
+    with pytest.raises(ConfigError, match=r"^workers: must be at least 1, got 0$"):
+        load_text(tmp_path, postgres + "workers = 0")
+    with pytest.raises(ConfigError, match=r"^workers: expected an integer, got"):
+        load_text(tmp_path, postgres + 'workers = "2"')
+    with pytest.raises(ConfigError, match=r"^JOURNEY_WORKERS \(workers\): expected an integer"):
+        load_text(tmp_path, postgres, {"JOURNEY_WORKERS": "two"})
+
+
+def test_several_workers_on_sqlite_are_refused_naming_postgresql(tmp_path: Path) -> None:
+    assert load_text(tmp_path, "workers = 1").workers == 1
+    with pytest.raises(ConfigError, match=r"^workers: 2 processes cannot share an SQLite") as info:
+        load_text(tmp_path, "workers = 2")
+    assert "use PostgreSQL" in str(info.value)

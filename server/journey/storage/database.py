@@ -1,4 +1,4 @@
-"""Opening the database: the engines, SQLite's pragmas, the schema and the session factory."""
+"""Opening the database: the engines, SQLite's pragmas, the migrations and the session factory."""
 
 from __future__ import annotations
 
@@ -15,7 +15,8 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 
-from journey.storage.schema import Base
+from journey.domain.model import Encode
+from journey.storage import migrate
 
 
 @dataclass(frozen=True)
@@ -28,6 +29,8 @@ class Database:
     # aiosqlite every statement costs several hand-offs between the event loop and a driver
     # thread; the writer runs a whole group commit in its thread in one.
     writer_engine: Engine | None = None
+    # What opening it migrated (storage/migrate.py).
+    migration: migrate.Outcome | None = None
 
     @property
     def is_sqlite(self) -> bool:
@@ -69,8 +72,13 @@ def _sqlite_pragmas(synchronous: str) -> Callable[[Any, Any], None]:
     return on_connect
 
 
-async def open_database(url: str, *, sqlite_synchronous: str = "FULL") -> Database:
-    """Connect, create the tables that are missing, and return the database."""
+async def open_database(
+    url: str, *, sqlite_synchronous: str = "FULL", encode: Encode | None = None
+) -> Database:
+    """Connect, apply pending schema migrations (storage/migrate.py), and return the database.
+
+    `encode` is what an older database's stored events are encoded with (migrate.upgrade).
+    """
     kwargs: dict[str, Any] = {}
     if make_url(url).get_backend_name() == "postgresql":
         # A database that does not answer must fail calls with UNAVAILABLE in seconds, not
@@ -90,14 +98,15 @@ async def open_database(url: str, *, sqlite_synchronous: str = "FULL") -> Databa
             writer_engine = create_engine(engine.url.set(drivername="sqlite+pysqlite"))
             event.listen(writer_engine, "connect", pragmas)
     try:
-        async with engine.begin() as connection:
-            await connection.run_sync(Base.metadata.create_all)
+        migration = await migrate.upgrade(engine, encode)
     except BaseException:
         if writer_engine is not None:
             writer_engine.dispose()
         await engine.dispose()
         raise
-    return Database(engine, async_sessionmaker(engine, expire_on_commit=False), writer_engine)
+    return Database(
+        engine, async_sessionmaker(engine, expire_on_commit=False), writer_engine, migration
+    )
 
 
 def _is_sqlite_file(url: URL) -> bool:

@@ -122,5 +122,5 @@ class SystemEventRow(Base):
     # The event as a subscriber is sent it (a journey.v1.SubscribeResponse carrying it), made
     # when it was committed: a replay sends these bytes with nothing decoded or encoded. The
     # row never changes, so they never go stale. Nullable only because a database made before
-    # this column gets it added and filled at start (storage/upgrade.py).
+    # this column gets it added and filled by a migration (revision 0002_fill_encoded).
     encoded: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)

@@ -1,0 +1,1 @@
+"""Journey's schema revisions, oldest first by their numbers (Alembic reads these by path)."""
