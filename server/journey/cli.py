@@ -113,10 +113,10 @@ def run_serve(args: argparse.Namespace) -> int:
             return _serve_workers(settings, args.config)
         asyncio.run(serve(settings))
     except StartupError as error:
-        print(f"journey: {error}", file=sys.stderr)
+        print(f"journey: {redact(str(error))}", file=sys.stderr)
         return error.exit_code
     except workers.WorkersError as error:
-        print(f"journey: {error}", file=sys.stderr)
+        print(f"journey: {redact(str(error))}", file=sys.stderr)
         return error.exit_code
     return 0
 
@@ -150,7 +150,12 @@ def run_worker(config: str | None, number: int, listen: str, ready: Connection) 
     workers.die_with_parent()
     # The parent handles Ctrl-C for the group and sends each worker SIGTERM.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    settings = dataclasses.replace(load_settings(config), listen=listen)
+    loaded = load_settings(config)
+    settings = dataclasses.replace(
+        loaded,
+        listen=listen,
+        metrics_listen=workers.metrics_listen_for(loaded.metrics_listen, number),
+    )
     redact = _log_to_stderr(settings)
 
     def tell_parent(port: int) -> None:

@@ -281,3 +281,17 @@ def die_with_parent() -> None:
     # The parent may have died before the call above took effect.
     if parent is not None and os.getppid() != parent.pid:
         os.kill(os.getpid(), signal.SIGTERM)
+
+
+def metrics_listen_for(address: str, number: int) -> str:
+    """Where worker `number` (from 1) serves /metrics: the configured port plus number - 1.
+
+    Each process counts only its own calls, so each needs an address Prometheus can scrape on
+    its own; port 0 (any free port, logged by each worker) and "" (off) stay as they are.
+    """
+    if not address:
+        return address
+    host, _, port = address.rpartition(":")
+    if int(port) == 0:
+        return address
+    return f"{host}:{int(port) + number - 1}"

@@ -43,3 +43,19 @@ def test_a_worker_that_keeps_dying_is_restarted_ever_later_up_to_a_cap(
 )
 def test_how_a_worker_ended_is_told_by_code_or_signal(code: int | None, told: str) -> None:
     assert workers._how(code) == told
+
+
+@pytest.mark.parametrize(
+    ("configured", "number", "expected"),
+    [
+        ("127.0.0.1:9464", 1, "127.0.0.1:9464"),
+        ("127.0.0.1:9464", 3, "127.0.0.1:9466"),
+        ("[::1]:9464", 2, "[::1]:9465"),
+        ("127.0.0.1:0", 2, "127.0.0.1:0"),
+        ("", 2, ""),
+    ],
+)
+def test_each_worker_serves_its_metrics_on_a_port_of_its_own(
+    configured: str, number: int, expected: str
+) -> None:
+    assert workers.metrics_listen_for(configured, number) == expected
