@@ -1,26 +1,36 @@
-"""Runs every scenario against the baseline, Journey, any variants and NATS, then reports."""
+"""Runs every scenario against the baseline, Journey (SQLite, PostgreSQL), variants and NATS."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
 import os
+import secrets
 import subprocess
 import sys
 import tempfile
 import time
-from contextlib import AbstractContextManager
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench import report, servers
-from bench.scenarios import FULL, QUICK, SCENARIOS, Plan, Scenario, Sizes
+from sqlalchemy.exc import SQLAlchemyError
+
+from bench import postgres, report, servers
+from bench.scenarios import FULL, QUICK, Plan, Scenario, Sizes, chosen_scenarios
+from journey.config import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 LOAD_TIMEOUT = 600.0
 NATS = "nats"
+# The PostgreSQL columns' worker counts: 1 is journey-pg, N > 1 journey-pg-wN. Add 2 here
+# once `journey serve` has `workers` (issue 12's migrations work).
+DEFAULT_WORKERS = "1"
+# Tells this run's databases from another run's on the same PostgreSQL server.
+RUN_ID = f"{os.getpid()}_{secrets.token_hex(3)}"
 
 
 @dataclass(frozen=True)
@@ -30,6 +40,14 @@ class Server:
     name: str
     checkout: Path | None = None
     env: dict[str, str] = field(default_factory=dict)
+    # On a fresh PostgreSQL database rather than an SQLite file.
+    postgres: bool = False
+    # More settings for Journey's config file (e.g. workers).
+    config: dict[str, Any] = field(default_factory=dict)
+    # This version in one of its configurations: a candidate for the best Journey figure.
+    candidate: bool = False
+    # Why every cell of this column is an error without running anything.
+    unavailable: str | None = None
 
     @property
     def is_baseline(self) -> bool:
@@ -72,38 +90,93 @@ def run_load(plan: Plan, target: str, extra: dict[str, Any]) -> dict[str, Any]:
     return result
 
 
-def run_one(scenario: Scenario, sizes: Sizes, server: Server, workdir: Path) -> dict[str, Any]:
+def pg_column(workers: int) -> Server:
+    """Journey on PostgreSQL with `workers` processes, or an error column if it cannot be."""
+    if workers == 1:
+        return Server("journey-pg", postgres=True, candidate=True)
+    known = {f.name for f in dataclasses.fields(Settings)}
+    unavailable = None
+    if "workers" not in known:
+        unavailable = (
+            "this checkout's journey has no `workers` setting "
+            "(issue 12's `journey serve --workers` is not merged)"
+        )
+    return Server(
+        f"journey-pg-w{workers}",
+        postgres=True,
+        config={"workers": workers},
+        candidate=True,
+        unavailable=unavailable,
+    )
+
+
+def not_run(scenario: Scenario, plan: Plan, server: Server, quick: bool) -> dict[str, Any] | None:
+    """Why this Journey column has no figure for this scenario, as its cell; None: run it."""
+    if server.unavailable is not None:
+        return {"error": server.unavailable}
+    if plan.replicas > 1 and not server.postgres:
+        return {"skipped": "n/a: replicas share a PostgreSQL database; SQLite is one process"}
+    if quick and server.postgres and not scenario.postgres_in_quick:
+        return {"skipped": "not in the quick run"}
+    return None
+
+
+def run_one(
+    scenario: Scenario, sizes: Sizes, server: Server, workdir: Path, quick: bool = False
+) -> dict[str, Any]:
     """One scenario against one server, on a fresh database."""
     if server.is_nats:
         if scenario.nats is None:
             return {"skipped": scenario.nats_note}
         return run_load(scenario.nats(sizes), nats_url(), {})
     plan = scenario.plan(sizes)
-    extra: dict[str, Any] = {}
-    started: AbstractContextManager[servers.Running]
     if server.is_baseline:
         if plan.baseline_replay is None:
             return {"skipped": scenario.baseline_note}
         started = servers.baseline(workdir, plan.baseline_replay)
-    else:
-        database = workdir / "journey.db"
-        if plan.seed is not None:
-            extra.update(plan.seed(database))
-        started = servers.journey(
-            workdir,
-            database,
-            plan.journey_config,
-            checkout=server.checkout,
-            env=server.env,
-            name=server.name,
-        )
+        try:
+            with started as running:
+                return run_load(plan, running.target, {})
+        except (RuntimeError, subprocess.TimeoutExpired) as error:
+            return {"error": str(error)}
+    return not_run(scenario, plan, server, quick) or run_journey(scenario, plan, server, workdir)
+
+
+def run_journey(scenario: Scenario, plan: Plan, server: Server, workdir: Path) -> dict[str, Any]:
+    """Journey (plan.replicas processes) on a fresh SQLite file or PostgreSQL database."""
+    extra: dict[str, Any] = {}
     try:
-        with started as running:
+        with ExitStack() as stack:
+            # Left last: the servers stop before their database is dropped.
+            if server.postgres:
+                name = postgres.database_name(RUN_ID, scenario.key, server.name)
+                url = stack.enter_context(postgres.fresh_database(postgres.admin_url(), name))
+            else:
+                url = f"sqlite+aiosqlite:///{workdir / 'journey.db'}"
+            if plan.seed is not None:
+                extra.update(plan.seed(url))
+            replicas = [
+                stack.enter_context(
+                    servers.journey(
+                        workdir,
+                        url,
+                        {**plan.journey_config, **server.config},
+                        checkout=server.checkout,
+                        env=server.env,
+                        name=server.name if i == 0 else f"{server.name}-replica{i + 1}",
+                    )
+                )
+                for i in range(plan.replicas)
+            ]
             if plan.needs_pid:
-                extra["pid"] = running.pid
-            return run_load(plan, running.target, extra)
+                extra["pid"] = replicas[0].pid
+            if plan.replicas > 1:
+                extra["subscriber_target"] = replicas[1].target
+            return run_load(plan, replicas[0].target, extra)
     except (RuntimeError, subprocess.TimeoutExpired) as error:
         return {"error": str(error)}
+    except (OSError, SQLAlchemyError) as error:
+        return {"error": f"database: {type(error).__name__}: {error}"}
 
 
 def nats_url() -> str:
@@ -157,10 +230,25 @@ def main() -> None:
         action="store_true",
         help="leave out the NATS JetStream column (JOURNEY_BENCH_NATS_URL, default local)",
     )
+    parser.add_argument(
+        "--no-postgres",
+        action="store_true",
+        help="leave out the PostgreSQL columns (JOURNEY_BENCH_POSTGRES_URL, default local)",
+    )
+    parser.add_argument(
+        "--workers",
+        type=postgres.worker_counts,
+        default=postgres.worker_counts(DEFAULT_WORKERS),
+        metavar="N[,N...]",
+        help=f"the PostgreSQL columns' worker counts (default {DEFAULT_WORKERS})",
+    )
     args = parser.parse_args()
     sizes = QUICK if args.quick else FULL
-    chosen = [s for s in SCENARIOS if not args.only or s.key in args.only.split(",")]
-    columns = [Server("baseline"), Server("journey"), *args.variant]
+    chosen = chosen_scenarios(args.only)
+    columns = [Server("baseline"), Server("journey", candidate=True), *args.variant]
+    pg = postgres.status(wanted=bool(chosen), no_postgres=args.no_postgres)
+    if pg["skipped"] is None:
+        columns.extend(pg_column(n) for n in args.workers)
     nats = nats_status(chosen, args.no_nats)
     if nats["skipped"] is None:
         columns.append(Server(NATS))
@@ -172,10 +260,24 @@ def main() -> None:
             for server in columns:
                 workdir = Path(tmp) / f"{scenario.key}-{server.name}"
                 workdir.mkdir()
-                result = run_one(scenario, sizes, server, workdir)
+                began = time.monotonic()
+                result = run_one(scenario, sizes, server, workdir, args.quick)
                 results[scenario.key][server.name] = result
-                print(f"scenario {scenario.key} {server.name}: {json.dumps(result)}", flush=True)
-    doc = report.document(chosen, results, [c.name for c in columns], args.quick, started, nats)
+                took = f"{time.monotonic() - began:.1f} s"
+                print(
+                    f"scenario {scenario.key} {server.name} ({took}): {json.dumps(result)}",
+                    flush=True,
+                )
+    doc = report.document(
+        chosen,
+        results,
+        [c.name for c in columns],
+        args.quick,
+        started,
+        nats,
+        candidates=[c.name for c in columns if c.candidate],
+        postgres=pg,
+    )
     print()
     print(report.markdown(doc))
     if args.json:
