@@ -298,6 +298,7 @@ async def receive_from_parent(conn: Connection) -> Any:
 async def _subscriber_group(
     target: str,
     max_batch_size: int,
+    drain_seconds: float,
     counts: SynchronizedArray[int],
     conn: Connection,
     seconds: float,
@@ -312,7 +313,7 @@ async def _subscriber_group(
         # that is reported at once, or the producers would wait for it forever.
         ids = asyncio.ensure_future(receive_from_parent(conn))
         await _until(subs, lambda _: asyncio.wait([ids]), seconds + DRAIN_SECONDS, "hear the ids")
-        await _finish(subs, set(ids.result()))
+        await _finish(subs, set(ids.result()), drain_seconds)
     except grpc.aio.AioRpcError as error:
         raise WorkloadError(f"call failed: {error.code().name} {error.details()}") from error
     finally:
@@ -323,12 +324,14 @@ async def _subscriber_group(
 def subscriber_process(
     target: str,
     max_batch_size: int,
+    drain_seconds: float,
     counts: SynchronizedArray[int],
     conn: Connection,
     seconds: float,
 ) -> None:
     """Entry point of a subscriber process: its messages are None, then a time, or an error."""
-    run_group(_subscriber_group(target, max_batch_size, counts, conn, seconds), conn)
+    group = _subscriber_group(target, max_batch_size, drain_seconds, counts, conn, seconds)
+    run_group(group, conn)
 
 
 def run_group(group: Coroutine[Any, Any, float], conn: Connection) -> None:
@@ -484,6 +487,7 @@ async def fan_out(
     producers: int,
     max_batch_size: int = MAX_BATCH_SIZE,
     subscriber_target: str | None = None,
+    drain_seconds: float = DRAIN_SECONDS,
 ) -> Result:
     """Scenario 3: new-session Tracks from `producers` callers fanned out to `subscribers` streams.
 
@@ -493,7 +497,8 @@ async def fan_out(
     buffers fill. Every process checks that each of its subscribers got exactly the produced
     events, in order, and reports its last receipt; perf_counter is CLOCK_MONOTONIC on Linux,
     the same clock in every process. `subscriber_target` (scenario 9): the subscribers connect
-    to another replica than the producers.
+    to another replica than the producers, and wait `drain_seconds` at most for the last events
+    before reporting what is lost.
     """
     producer_chan = channels(target, 1)
     stub = pb.TrackerServiceStub(producer_chan[0])
@@ -505,7 +510,7 @@ async def fan_out(
     try:
         return await drive_fan_out(
             subscriber_process,
-            (subscriber_target or target, max_batch_size),
+            (subscriber_target or target, max_batch_size, drain_seconds),
             call,
             subscribers,
             seconds,
