@@ -133,10 +133,11 @@ def run_one(
     if server.is_baseline:
         if plan.baseline_replay is None:
             return {"skipped": scenario.baseline_note}
-        started = servers.baseline(workdir, plan.baseline_replay)
         try:
-            with started as running:
-                return run_load(plan, running.target, {})
+            with servers.baseline(workdir, plan.baseline_replay) as running:
+                return run_load(
+                    plan, running.target, {"pid": running.pid} if plan.needs_pid else {}
+                )
         except (RuntimeError, subprocess.TimeoutExpired) as error:
             return {"error": str(error)}
     return not_run(scenario, plan, server, quick) or run_journey(scenario, plan, server, workdir)

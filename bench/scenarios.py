@@ -256,7 +256,6 @@ SCENARIOS = (
         extra=("visits",),
         nats_note="n/a: NATS keeps no sessions",
         lower_is_better=True,
-        postgres_in_quick=True,
     ),
     Scenario(
         "9",

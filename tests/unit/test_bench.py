@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import dataclasses
 import json
 import re
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, cast
 
 import grpc
@@ -18,7 +20,7 @@ from google.protobuf import json_format
 from google.protobuf.empty_pb2 import Empty
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from bench import baseline, nats_workloads, postgres, report, runner, seed
+from bench import baseline, nats_workloads, postgres, report, runner, seed, servers
 from bench.scenarios import FULL, QUICK, SCENARIOS, chosen_scenarios
 from bench.workloads import (
     Subscriber,
@@ -508,3 +510,75 @@ def test_a_fresh_postgres_database_is_created_and_dropped(monkeypatch: pytest.Mo
         assert exists()
         seed.system_events(url, 10, datetime.now(UTC))
     assert not exists()
+
+
+@dataclasses.dataclass
+class _Started:
+    """What run_one asked the fake servers and load generator for."""
+
+    servers: list[tuple[str, str, dict[str, Any]]] = dataclasses.field(default_factory=list)
+    loads: list[tuple[str, str, dict[str, Any]]] = dataclasses.field(default_factory=list)
+    seeded: list[str] = dataclasses.field(default_factory=list)
+
+
+@pytest.fixture
+def started(monkeypatch: pytest.MonkeyPatch) -> _Started:
+    """run_one with servers that only record how they were started, and a recording load."""
+    seen = _Started()
+    ports = iter(range(40001, 40100))
+
+    @contextlib.contextmanager
+    def journey(
+        workdir: Path, url: str, config: dict[str, Any], **kwargs: Any
+    ) -> Iterator[servers.Running]:
+        seen.servers.append((kwargs["name"], url, dict(config)))
+        yield servers.Running(pid=1000 + len(seen.servers), port=next(ports))
+
+    @contextlib.contextmanager
+    def baseline(workdir: Path, replay: int = 0) -> Iterator[servers.Running]:
+        seen.servers.append(("baseline", "", {"replay": replay}))
+        yield servers.Running(pid=999, port=next(ports))
+
+    def run_load(plan: Any, target: str, extra: dict[str, Any]) -> dict[str, Any]:
+        seen.loads.append((plan.workload, target, extra))
+        return {"ok": 1.0}
+
+    monkeypatch.setattr(servers, "journey", journey)
+    monkeypatch.setattr(servers, "baseline", baseline)
+    monkeypatch.setattr(runner, "run_load", run_load)
+    return seen
+
+
+def test_run_one_gives_the_memory_scenario_the_server_pid_on_every_column(
+    started: _Started, tmp_path: Path
+) -> None:
+    memory = next(s for s in SCENARIOS if s.key == "6")
+    assert runner.run_one(memory, QUICK, runner.Server("baseline"), tmp_path) == {"ok": 1.0}
+    assert runner.run_one(memory, QUICK, runner.Server("journey"), tmp_path) == {"ok": 1.0}
+    assert [extra["pid"] for _, _, extra in started.loads] == [999, 1002]
+    assert started.servers[1][1] == f"sqlite+aiosqlite:///{tmp_path / 'journey.db'}"
+
+
+def test_run_one_starts_two_replicas_on_one_database_for_cross_replica(
+    started: _Started, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    made: list[str] = []
+
+    @contextlib.contextmanager
+    def fresh(admin: Any, name: str) -> Iterator[str]:
+        made.append(name)
+        yield f"postgresql+asyncpg://postgres@127.0.0.1:5432/{name}"
+
+    monkeypatch.setattr(postgres, "fresh_database", fresh)
+    cross = next(s for s in SCENARIOS if s.key == "10")
+    column = runner.Server("journey-pg-w2", postgres=True, config={"workers": 2})
+    assert runner.run_one(cross, QUICK, column, tmp_path) == {"ok": 1.0}
+    assert made == [postgres.database_name(runner.RUN_ID, "10", "journey-pg-w2")]
+    url = f"postgresql+asyncpg://postgres@127.0.0.1:5432/{made[0]}"
+    assert started.servers == [
+        ("journey-pg-w2", url, {"workers": 2}),
+        ("journey-pg-w2-replica2", url, {"workers": 2}),
+    ]
+    ((workload, target, extra),) = started.loads
+    assert (workload, target) == ("latency", "127.0.0.1:40001")
+    assert extra == {"subscriber_target": "127.0.0.1:40002"}
