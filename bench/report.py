@@ -32,27 +32,28 @@ VERSUS = (
         "events/s (NATS msg/s)",
         "events_per_s",
     ),
+    Versus(2, "3", "Fan-out to 100 live subscribers", "events/s delivered", "delivered_per_s"),
     Versus(
-        2,
-        "8",
-        "Durable ingest of page views with 3 properties, 32 concurrent callers "
-        "(Journey: Track of 20; NATS: acked publish of each as JSON)",
-        "events/s (NATS msg/s)",
-        "events_per_s",
-    ),
-    Versus(3, "3", "Fan-out to 100 live subscribers", "events/s delivered", "delivered_per_s"),
-    Versus(
-        4, "5", "Replay of {events:,} stored events to one subscriber", "events/s", "events_per_s"
+        3, "5", "Replay of {events:,} stored events to one subscriber", "events/s", "events_per_s"
     ),
     # From the send on both sides: NATS delivers before the publisher has its ack, so the
     # from-reply figure of scenario 4 would be 0 for NATS whatever its speed.
     Versus(
-        5,
+        4,
         "4",
         "Live latency p99 from send to receipt, 500 events/s, 10 subscribers",
         "ms",
         "p99_from_send_ms",
         lower_is_better=True,
+    ),
+    # Numbered after the rows that runs before it reported, so that theirs keep their numbers.
+    Versus(
+        5,
+        "8",
+        "Durable ingest of page views with 3 properties, 32 concurrent callers "
+        "(Journey: Track of 20; NATS: acked publish of each as JSON)",
+        "events/s (NATS msg/s)",
+        "events_per_s",
     ),
 )
 

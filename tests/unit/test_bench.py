@@ -424,7 +424,7 @@ def test_the_best_configuration_meets_the_targets() -> None:
     assert (latency["best"], latency["ratio_to_baseline"]) == ("journey-pg", 2.0)
     assert realistic["best"] == "journey-pg"
     versus = next(r for r in doc["versus_nats"]["rows"] if r["scenario"] == "8")
-    assert versus["comparison"] == 2
+    assert versus["comparison"] == 5
     assert versus["journey"] == {"journey": 30.0, "journey-pg": 45.0, "journey-pg-w2": None}
     assert (versus["best"], versus["ratio_best_to_nats"], versus["met"]) == (
         "journey-pg",
