@@ -116,7 +116,9 @@ def not_run(scenario: Scenario, plan: Plan, server: Server, quick: bool) -> dict
         return {"error": server.unavailable}
     if plan.replicas > 1 and not server.postgres:
         return {"skipped": "n/a: replicas share a PostgreSQL database; SQLite is one process"}
-    if quick and server.postgres and not scenario.postgres_in_quick:
+    # The quick run keeps to one worker: `--workers` has tests of its own, and CI's time is short.
+    quick_ok = scenario.postgres_in_quick and not server.config.get("workers", 1) > 1
+    if quick and server.postgres and not quick_ok:
         return {"skipped": "not in the quick run"}
     return None
 

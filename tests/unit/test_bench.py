@@ -322,6 +322,11 @@ def test_the_postgres_columns_and_where_each_runs() -> None:
     }
     assert runner.not_run(by_key["3"], by_key["3"].plan(FULL), pg, quick=False) is None
     assert runner.not_run(by_key["1"], by_key["1"].plan(QUICK), pg, quick=True) is None
+    w2_ready = dataclasses.replace(w2, unavailable=None)
+    assert runner.not_run(by_key["1"], by_key["1"].plan(QUICK), w2_ready, quick=True) == {
+        "skipped": "not in the quick run"
+    }
+    assert runner.not_run(by_key["1"], by_key["1"].plan(FULL), w2_ready, quick=False) is None
     broken = runner.Server("journey-pg-w2", postgres=True, unavailable="not merged")
     assert runner.not_run(by_key["1"], by_key["1"].plan(QUICK), broken, quick=True) == {
         "error": "not merged"
