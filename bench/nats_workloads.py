@@ -1,4 +1,4 @@
-"""NATS JetStream doing the work of scenarios 2 to 5, as a user of nats-py would write it.
+"""NATS JetStream doing the work of scenarios 2 to 5 and 8, as a user of nats-py would write it.
 
 Each workload makes a stream of its own (file storage, uniquely named) and deletes it at the
 end; publishes are acknowledged (`js.publish` awaited) and subscribers are ephemeral ordered
@@ -29,6 +29,7 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.api import DeliverPolicy, StorageType, StreamConfig
 
+from bench import page_views
 from bench.workloads import (
     DRAIN_SECONDS,
     Result,
@@ -215,9 +216,16 @@ async def follow(
 
 
 async def publish_for(
-    js: JetStreamContext, subject: str, payload: bytes, publishers: int, seconds: float
+    js: JetStreamContext,
+    subject: str,
+    payload: Callable[[int, int], bytes],
+    publishers: int,
+    seconds: float,
 ) -> Result:
-    """Comparison 1 (scenario 2): `publishers` concurrent acked publishes, for `seconds`."""
+    """Scenarios 2 and 8: `publishers` concurrent acked publishes, for `seconds`.
+
+    `payload(publisher, n)` is the publisher's n-th message.
+    """
     acked = 0
     measured = 0
     warmup = min(1.0, seconds / 4)
@@ -225,29 +233,45 @@ async def publish_for(
     measure_from = start + warmup
     stop_at = measure_from + seconds
 
-    async def publisher() -> None:
+    async def publisher(i: int) -> None:
         nonlocal acked, measured
+        n = 0
         while time.perf_counter() < stop_at:
-            ack = await js.publish(subject, payload)
+            ack = await js.publish(subject, payload(i, n))
+            n += 1
             if ack.duplicate:
                 raise WorkloadError(f"NATS took message {ack.seq} as a duplicate")
             acked += 1
             if time.perf_counter() >= measure_from:
                 measured += 1
 
-    await asyncio.gather(*(publisher() for _ in range(publishers)))
+    await asyncio.gather(*(publisher(i) for i in range(publishers)))
     elapsed = time.perf_counter() - measure_from
     return {"events_per_s": measured / elapsed, "acked": acked}
 
 
-async def nats_ingest(target: str, publishers: int, seconds: float) -> Result:
-    """Comparison 1: acked page-view publishes from `publishers` concurrent publishers."""
+def page_view_json(publisher: int, n: int) -> bytes:
+    """Scenario 8's message: a page view with properties, as JSON, with an id of its own."""
+    return page_views.json_bytes(n, f"{publisher}-{n}")
+
+
+async def nats_ingest(
+    target: str, publishers: int, seconds: float, with_properties: bool = False
+) -> Result:
+    """Acked page-view publishes from `publishers` concurrent publishers.
+
+    Scenario 2: the same ~110-byte protobuf page view every time, built once. Scenario 8
+    (`with_properties`): each message is built when it is sent, as JSON of the same page view
+    with properties that Journey's side sends (bench/page_views.py).
+    """
+    fixed = page_view()
+    payload = page_view_json if with_properties else lambda _i, _n: fixed
     try:
         nc = await connect(target)
         try:
             js = nc.jetstream()
             async with fresh_stream(js) as (stream, subject):
-                result = await publish_for(js, subject, page_view(), publishers, seconds)
+                result = await publish_for(js, subject, payload, publishers, seconds)
                 state = (await js.stream_info(stream)).state
                 # Every acknowledged publish stored exactly once, nothing else.
                 if state.messages != result["acked"] or state.last_seq != result["acked"]:
@@ -259,7 +283,7 @@ async def nats_ingest(target: str, publishers: int, seconds: float) -> Result:
             await nc.close()
     except (nats.errors.Error, OSError) as error:
         raise _failed(error) from error
-    return {**result, "payload_bytes": len(page_view())}
+    return {**result, "payload_bytes": len(payload(0, 0))}
 
 
 async def _nats_group(

@@ -1,23 +1,28 @@
-"""Runs every scenario against the baseline, Journey, any variants and NATS, then reports."""
+"""Runs every scenario against the baseline, Journey (SQLite, PostgreSQL), variants and NATS."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
 import os
+import secrets
 import subprocess
 import sys
 import tempfile
 import time
 import urllib.request
-from contextlib import AbstractContextManager
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench import report, servers
-from bench.scenarios import FULL, QUICK, SCENARIOS, Plan, Scenario, Sizes
+from sqlalchemy.exc import SQLAlchemyError
+
+from bench import postgres, report, servers
+from bench.scenarios import FULL, QUICK, Plan, Scenario, Sizes, chosen_scenarios
+from journey.config import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 LOAD_TIMEOUT = 600.0
@@ -26,6 +31,10 @@ NATS = "nats"
 # overhead of metrics is the ratio of the two.
 METRICS = "journey+metrics"
 METRICS_ENV = {"JOURNEY_METRICS_LISTEN": "127.0.0.1:0"}
+# The PostgreSQL columns' worker counts: 1 is journey-pg, N > 1 journey-pg-wN.
+DEFAULT_WORKERS = "1,2"
+# Tells this run's databases from another run's on the same PostgreSQL server.
+RUN_ID = f"{os.getpid()}_{secrets.token_hex(3)}"
 
 
 @dataclass(frozen=True)
@@ -35,6 +44,14 @@ class Server:
     name: str
     checkout: Path | None = None
     env: dict[str, str] = field(default_factory=dict)
+    # On a fresh PostgreSQL database rather than an SQLite file.
+    postgres: bool = False
+    # More settings for Journey's config file (e.g. workers).
+    config: dict[str, Any] = field(default_factory=dict)
+    # This version in one of its configurations: a candidate for the best Journey figure.
+    candidate: bool = False
+    # Why every cell of this column is an error without running anything.
+    unavailable: str | None = None
 
     @property
     def is_baseline(self) -> bool:
@@ -77,6 +94,39 @@ def run_load(plan: Plan, target: str, extra: dict[str, Any]) -> dict[str, Any]:
     return result
 
 
+def pg_column(workers: int) -> Server:
+    """Journey on PostgreSQL with `workers` processes, or an error column if it cannot be."""
+    if workers == 1:
+        return Server("journey-pg", postgres=True, candidate=True)
+    known = {f.name for f in dataclasses.fields(Settings)}
+    unavailable = None
+    if "workers" not in known:
+        unavailable = (
+            "this checkout's journey has no `workers` setting "
+            "(issue 12's `journey serve --workers` is not merged)"
+        )
+    return Server(
+        f"journey-pg-w{workers}",
+        postgres=True,
+        config={"workers": workers},
+        candidate=True,
+        unavailable=unavailable,
+    )
+
+
+def not_run(scenario: Scenario, plan: Plan, server: Server, quick: bool) -> dict[str, Any] | None:
+    """Why this Journey column has no figure for this scenario, as its cell; None: run it."""
+    if server.unavailable is not None:
+        return {"error": server.unavailable}
+    if plan.replicas > 1 and not server.postgres:
+        return {"skipped": "n/a: replicas share a PostgreSQL database; SQLite is one process"}
+    # The quick run keeps to one worker: `--workers` has tests of its own, and CI's time is short.
+    quick_ok = scenario.postgres_in_quick and not server.config.get("workers", 1) > 1
+    if quick and server.postgres and not quick_ok:
+        return {"skipped": "not in the quick run"}
+    return None
+
+
 def scraped_track_calls(port: int) -> float:
     """The Track calls that a server's /metrics counts as answered OK."""
     # Imported here: the rest of the benchmark does not need prometheus-client.
@@ -94,7 +144,9 @@ def scraped_track_calls(port: int) -> float:
     )
 
 
-def run_one(scenario: Scenario, sizes: Sizes, server: Server, workdir: Path) -> dict[str, Any]:
+def run_one(
+    scenario: Scenario, sizes: Sizes, server: Server, workdir: Path, quick: bool = False
+) -> dict[str, Any]:
     """One scenario against one server, on a fresh database."""
     if server.name == METRICS and not scenario.metrics_overhead:
         return {"skipped": "metrics overhead is measured on the Track scenarios only"}
@@ -103,37 +155,60 @@ def run_one(scenario: Scenario, sizes: Sizes, server: Server, workdir: Path) -> 
             return {"skipped": scenario.nats_note}
         return run_load(scenario.nats(sizes), nats_url(), {})
     plan = scenario.plan(sizes)
-    extra: dict[str, Any] = {}
-    started: AbstractContextManager[servers.Running]
     if server.is_baseline:
         if plan.baseline_replay is None:
             return {"skipped": scenario.baseline_note}
-        started = servers.baseline(workdir, plan.baseline_replay)
-    else:
-        database = workdir / "journey.db"
-        if plan.seed is not None:
-            extra.update(plan.seed(database))
-        started = servers.journey(
-            workdir,
-            database,
-            plan.journey_config,
-            checkout=server.checkout,
-            env=server.env,
-            name=server.name,
-        )
+        try:
+            with servers.baseline(workdir, plan.baseline_replay) as running:
+                return run_load(
+                    plan, running.target, {"pid": running.pid} if plan.needs_pid else {}
+                )
+        except (RuntimeError, subprocess.TimeoutExpired) as error:
+            return {"error": str(error)}
+    return not_run(scenario, plan, server, quick) or run_journey(scenario, plan, server, workdir)
+
+
+def run_journey(scenario: Scenario, plan: Plan, server: Server, workdir: Path) -> dict[str, Any]:
+    """Journey (plan.replicas processes) on a fresh SQLite file or PostgreSQL database."""
+    extra: dict[str, Any] = {}
     try:
-        with started as running:
+        with ExitStack() as stack:
+            # Left last: the servers stop before their database is dropped.
+            if server.postgres:
+                name = postgres.database_name(RUN_ID, scenario.key, server.name)
+                url = stack.enter_context(postgres.fresh_database(postgres.admin_url(), name))
+            else:
+                url = f"sqlite+aiosqlite:///{workdir / 'journey.db'}"
+            if plan.seed is not None:
+                extra.update(plan.seed(url))
+            replicas = [
+                stack.enter_context(
+                    servers.journey(
+                        workdir,
+                        url,
+                        {**plan.journey_config, **server.config},
+                        checkout=server.checkout,
+                        env=server.env,
+                        name=server.name if i == 0 else f"{server.name}-replica{i + 1}",
+                    )
+                )
+                for i in range(plan.replicas)
+            ]
             if plan.needs_pid:
-                extra["pid"] = running.pid
-            result = run_load(plan, running.target, extra)
+                extra["pid"] = replicas[0].pid
+            if plan.replicas > 1:
+                extra["subscriber_target"] = replicas[1].target
+            result = run_load(plan, replicas[0].target, extra)
             if server.name == METRICS and "error" not in result:
                 # Proof that this column ran with metrics on, and that they counted.
-                if running.metrics_port is None:
+                if replicas[0].metrics_port is None:
                     return {"error": "journey+metrics served no /metrics"}
-                result["scraped_track_calls"] = scraped_track_calls(running.metrics_port)
+                result["scraped_track_calls"] = scraped_track_calls(replicas[0].metrics_port)
             return result
     except (RuntimeError, subprocess.TimeoutExpired) as error:
         return {"error": str(error)}
+    except (OSError, SQLAlchemyError) as error:
+        return {"error": f"database: {type(error).__name__}: {error}"}
 
 
 def nats_url() -> str:
@@ -187,15 +262,30 @@ def main() -> None:
         action="store_true",
         help="leave out the NATS JetStream column (JOURNEY_BENCH_NATS_URL, default local)",
     )
+    parser.add_argument(
+        "--no-postgres",
+        action="store_true",
+        help="leave out the PostgreSQL columns (JOURNEY_BENCH_POSTGRES_URL, default local)",
+    )
+    parser.add_argument(
+        "--workers",
+        type=postgres.worker_counts,
+        default=postgres.worker_counts(DEFAULT_WORKERS),
+        metavar="N[,N...]",
+        help=f"the PostgreSQL columns' worker counts (default {DEFAULT_WORKERS})",
+    )
     args = parser.parse_args()
     sizes = QUICK if args.quick else FULL
-    chosen = [s for s in SCENARIOS if not args.only or s.key in args.only.split(",")]
+    chosen = chosen_scenarios(args.only)
     columns = [
         Server("baseline"),
-        Server("journey"),
+        Server("journey", candidate=True),
         Server(METRICS, env=METRICS_ENV),
         *args.variant,
     ]
+    pg = postgres.status(wanted=bool(chosen), no_postgres=args.no_postgres)
+    if pg["skipped"] is None:
+        columns.extend(pg_column(n) for n in args.workers)
     nats = nats_status(chosen, args.no_nats)
     if nats["skipped"] is None:
         columns.append(Server(NATS))
@@ -207,10 +297,24 @@ def main() -> None:
             for server in columns:
                 workdir = Path(tmp) / f"{scenario.key}-{server.name}"
                 workdir.mkdir()
-                result = run_one(scenario, sizes, server, workdir)
+                began = time.monotonic()
+                result = run_one(scenario, sizes, server, workdir, args.quick)
                 results[scenario.key][server.name] = result
-                print(f"scenario {scenario.key} {server.name}: {json.dumps(result)}", flush=True)
-    doc = report.document(chosen, results, [c.name for c in columns], args.quick, started, nats)
+                took = f"{time.monotonic() - began:.1f} s"
+                print(
+                    f"scenario {scenario.key} {server.name} ({took}): {json.dumps(result)}",
+                    flush=True,
+                )
+    doc = report.document(
+        chosen,
+        results,
+        [c.name for c in columns],
+        args.quick,
+        started,
+        nats,
+        candidates=[c.name for c in columns if c.candidate],
+        postgres=pg,
+    )
     print()
     print(report.markdown(doc))
     if args.json:

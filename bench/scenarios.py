@@ -1,4 +1,4 @@
-"""The seven scenarios of issue 5: sizes, server settings, seeding, workloads and targets."""
+"""The scenarios of issues 5 and 12: sizes, server settings, seeding, workloads and targets."""
 
 from __future__ import annotations
 
@@ -6,7 +6,6 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 from bench import seed
@@ -40,10 +39,10 @@ SWEEP_VISIT_TIMEOUT = 60.0
 
 @dataclass(frozen=True)
 class Target:
-    """A goal for Journey's figure: absolute, or a multiple of the baseline's."""
+    """A goal for Journey's figure: absolute, or a multiple of the baseline's; None: no goal."""
 
     text: str
-    check: Callable[[float, float | None], bool]
+    check: Callable[[float, float | None], bool | None]
 
 
 @dataclass(frozen=True)
@@ -54,11 +53,15 @@ class Plan:
     args: dict[str, Any]
     # Settings for Journey's config file.
     journey_config: dict[str, Any] = field(default_factory=dict)
-    # Fills the fresh database before Journey starts; returns more workload arguments.
-    seed: Callable[[Path], dict[str, Any]] | None = None
+    # Fills the fresh database (its SQLAlchemy URL) before Journey starts; returns more
+    # workload arguments.
+    seed: Callable[[str], dict[str, Any]] | None = None
     # None: the scenario has no baseline run (nothing to compare); else its --replay-events.
     baseline_replay: int | None = 0
     needs_pid: bool = False
+    # Journey processes on one database (PostgreSQL only); the workload gets the second's
+    # address as `subscriber_target`.
+    replicas: int = 1
 
 
 @dataclass(frozen=True)
@@ -77,9 +80,17 @@ class Scenario:
     # NATS JetStream doing the same work (bench/nats_workloads.py), or None with a note why not.
     nats: Callable[[Sizes], Plan] | None = None
     nats_note: str = ""
+    # Milliseconds, MB and seconds: the best Journey column is the lowest.
+    lower_is_better: bool = False
+    # Whether `--quick` runs the PostgreSQL columns too (CI's check of that path); the quick
+    # run stays short by running them only where a different code path is exercised.
+    postgres_in_quick: bool = False
     # Whether Journey also runs with metrics on here (the journey+metrics column): only the
     # Track scenarios, which the overhead target is about, so the extra column costs little.
     metrics_overhead: bool = False
+    # Run only when `--only` names it (the cross-replica scenarios: see ASKED_ONLY), and
+    # then in the quick run too.
+    asked_only: bool = False
 
 
 def _at_least(x: float) -> Target:
@@ -90,6 +101,10 @@ def _at_most(x: float, unit: str) -> Target:
     return Target(f"<= {x:g} {unit}", lambda value, _: value <= x)
 
 
+def _measured_only() -> Target:
+    return Target("none (measured)", lambda _value, _base: None)
+
+
 def _of_baseline(ratio: float) -> Target:
     return Target(
         f">= {ratio} x baseline",
@@ -97,25 +112,33 @@ def _of_baseline(ratio: float) -> Target:
     )
 
 
-def _seed_replay(count: int) -> Callable[[Path], dict[str, Any]]:
-    def fill(path: Path) -> dict[str, Any]:
-        seed.system_events(str(path), count, datetime.now(UTC))
+def _seed_replay(count: int) -> Callable[[str], dict[str, Any]]:
+    def fill(url: str) -> dict[str, Any]:
+        seed.system_events(url, count, datetime.now(UTC))
         return {}
 
     return fill
 
 
-def _seed_sweep(count: int, lead: float) -> Callable[[Path], dict[str, Any]]:
-    def fill(path: Path) -> dict[str, Any]:
+def _seed_sweep(count: int, lead: float) -> Callable[[str], dict[str, Any]]:
+    def fill(url: str) -> dict[str, Any]:
         expire_at = time.time() + lead
         last_activity = datetime.fromtimestamp(expire_at - SWEEP_VISIT_TIMEOUT, UTC)
-        seed.active_sessions(str(path), count, last_activity)
+        seed.active_sessions(url, count, last_activity)
         return {"expire_at": expire_at}
 
     return fill
 
 
 _FAN_OUT = {"subscribers": 100, "window": 3_000, "processes": 4, "producers": 32}
+_LATENCY = {"subscribers": 10, "events_per_s": 500.0}
+# Whether the cross-replica scenarios run only when `--only` names them (they need replicas
+# on one PostgreSQL database that see each other's events, which this version has).
+ASKED_ONLY = False
+# How long the cross-replica subscribers wait for the last events before reporting the loss.
+CROSS_DRAIN = 30.0
+_NO_CROSS_BASELINE = "n/a: two baseline processes share no log"
+_NO_CROSS_NATS = "n/a: one NATS server (a cluster is not started by the benchmark)"
 
 SCENARIOS = (
     Scenario(
@@ -126,7 +149,8 @@ SCENARIOS = (
         _of_baseline(0.6),
         lambda s: Plan("track", {"callers": 32, "events": 1, "seconds": s.seconds}, needs_pid=True),
         extra=("events_per_s",),
-        nats_note="n/a: a JetStream publish is one message; the comparison is row 2's",
+        nats_note="n/a: a JetStream publish is one message; the comparison is rows 2 and 8",
+        postgres_in_quick=True,
         metrics_overhead=True,
     ),
     Scenario(
@@ -141,7 +165,28 @@ SCENARIOS = (
         extra=("calls_per_s",),
         nats=lambda s: Plan("nats_ingest", {"publishers": 32, "seconds": s.seconds}),
         nats_note="one acked publish of a ~110-byte page view per message",
+        postgres_in_quick=True,
         metrics_overhead=True,
+    ),
+    Scenario(
+        "8",
+        "Track, 20 page views with 3 properties per call, 32 callers",
+        "events_per_s",
+        "events/s",
+        _at_least(20_000),
+        lambda s: Plan(
+            "track",
+            {"callers": 32, "events": 20, "seconds": s.seconds, "with_properties": True},
+        ),
+        extra=("calls_per_s",),
+        nats=lambda s: Plan(
+            "nats_ingest", {"publishers": 32, "seconds": s.seconds, "with_properties": True}
+        ),
+        nats_note=(
+            "one acked publish per page view: the same fields as JSON, built per message "
+            "(~150 bytes; Journey gets each as ~140 bytes of protobuf in a Track of 20)"
+        ),
+        postgres_in_quick=True,
     ),
     Scenario(
         "3",
@@ -165,12 +210,11 @@ SCENARIOS = (
         "p99_ms",
         "ms",
         _at_most(20, "ms"),
-        lambda s: Plan("latency", {"subscribers": 10, "events_per_s": 500.0, "seconds": s.seconds}),
+        lambda s: Plan("latency", _LATENCY | {"seconds": s.seconds}),
         extra=("p50_ms", "max_ms", "p99_from_send_ms", "events_per_s"),
-        nats=lambda s: Plan(
-            "nats_latency", {"subscribers": 10, "events_per_s": 500.0, "seconds": s.seconds}
-        ),
+        nats=lambda s: Plan("nats_latency", _LATENCY | {"seconds": s.seconds}),
         nats_note="from the publish's ack, as Journey's from the Track reply",
+        lower_is_better=True,
     ),
     Scenario(
         "5",
@@ -188,6 +232,7 @@ SCENARIOS = (
         extra=("events",),
         nats=lambda s: Plan("nats_replay", {"expected": s.replay_events}),
         nats_note="the messages are published before the clock starts",
+        postgres_in_quick=True,
     ),
     Scenario(
         "6",
@@ -198,6 +243,7 @@ SCENARIOS = (
         lambda s: Plan("idle_memory", {"subscribers": s.idle_subscribers}, needs_pid=True),
         extra=("rss_before_mb", "subscribers"),
         nats_note="n/a: not compared (the NATS server is not started by the benchmark)",
+        lower_is_better=True,
     ),
     Scenario(
         "7",
@@ -215,5 +261,53 @@ SCENARIOS = (
         baseline_note="n/a: the baseline keeps no sessions, so nothing expires",
         extra=("visits",),
         nats_note="n/a: NATS keeps no sessions",
+        lower_is_better=True,
+    ),
+    Scenario(
+        "9",
+        "Cross-replica fan-out: Tracks to one replica, 100 subscribers on another",
+        "delivered_per_s",
+        "events/s delivered",
+        _measured_only(),
+        lambda s: Plan(
+            "fan_out",
+            _FAN_OUT | {"seconds": s.seconds, "drain_seconds": CROSS_DRAIN},
+            baseline_replay=None,
+            replicas=2,
+        ),
+        baseline_note=_NO_CROSS_BASELINE,
+        nats_note=_NO_CROSS_NATS,
+        postgres_in_quick=True,
+        asked_only=ASKED_ONLY,
+    ),
+    Scenario(
+        "10",
+        "Cross-replica latency p99, 500 events/s, Tracks to one replica, 10 subscribers on another",
+        "p99_ms",
+        "ms",
+        _at_most(20, "ms"),
+        lambda s: Plan(
+            "latency",
+            _LATENCY | {"seconds": s.seconds, "drain_seconds": CROSS_DRAIN},
+            baseline_replay=None,
+            replicas=2,
+        ),
+        extra=("p50_ms", "max_ms", "p99_from_send_ms", "events_per_s"),
+        baseline_note=_NO_CROSS_BASELINE,
+        nats_note=_NO_CROSS_NATS,
+        lower_is_better=True,
+        postgres_in_quick=True,
+        asked_only=ASKED_ONLY,
     ),
 )
+
+
+def chosen_scenarios(only: str | None) -> list[Scenario]:
+    """The scenarios `--only` names, in table order; without it, all but the asked_only ones."""
+    if not only:
+        return [s for s in SCENARIOS if not s.asked_only]
+    keys = set(only.split(","))
+    unknown = keys - {s.key for s in SCENARIOS}
+    if unknown:
+        raise SystemExit(f"--only: no scenario {', '.join(sorted(unknown))}")
+    return [s for s in SCENARIOS if s.key in keys]

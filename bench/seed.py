@@ -1,19 +1,25 @@
-"""Fill a fresh Journey SQLite file straight through its schema: stored events, due sessions.
+"""Fill a fresh Journey database straight through its schema: stored events, due sessions.
 
 Creating 200,000 system events or 50,000 sessions through Track would take most of a minute
 and could not make the sessions time out at one moment; the rows written here are the ones
 Journey itself writes (the same tables and domain values), so the server reads them as its own.
+One code path for SQLite and PostgreSQL: the database is opened as `journey serve` opens it
+(journey.storage.database.open_database, which makes the schema), then filled through
+SQLAlchemy's async engine, on aiosqlite or asyncpg.
 """
 
 from __future__ import annotations
 
+import asyncio
 from datetime import datetime, timedelta
 
-from sqlalchemy import create_engine, insert
+from sqlalchemy import Table, insert
 
 from journey.api.encoding import encode
 from journey.domain.model import Profile, Session, SessionState, SystemEvent, SystemEventType
-from journey.storage import migrate, statements
+from journey.storage import statements
+from journey.storage.bulk import Bulk
+from journey.storage.database import open_database
 from journey.storage.records import values
 
 CHUNK = 10_000
@@ -24,20 +30,27 @@ TYPES = (
 )
 
 
-def _write(path: str, table_rows: list[tuple[object, list[dict[str, object]]]]) -> None:
-    engine = create_engine(f"sqlite:///{path}")
+def _write(url: str, table_rows: list[tuple[Table, list[dict[str, object]]]]) -> None:
+    asyncio.run(_write_async(url, table_rows))
+
+
+async def _write_async(url: str, table_rows: list[tuple[Table, list[dict[str, object]]]]) -> None:
+    database = await open_database(url, encode=encode)
     try:
-        with engine.connect() as connection:
-            migrate.upgrade_connection(connection)
-        with engine.begin() as connection:
+        async with database.engine.begin() as connection:
             for table, rows in table_rows:
+                names = list(rows[0]) if rows else []
+                # The writer's own executemany (storage/bulk.py): a third of the time of
+                # Connection.execute with dicts, which took 30 s for 200,000 events here.
+                bulk = Bulk(insert(table), names)
                 for i in range(0, len(rows), CHUNK):
-                    connection.execute(insert(table), rows[i : i + CHUNK])  # type: ignore[arg-type]
+                    chunk = [tuple(row[n] for n in names) for row in rows[i : i + CHUNK]]
+                    await connection.run_sync(bulk.execute, chunk)
     finally:
-        engine.dispose()
+        await database.close()
 
 
-def system_events(path: str, count: int, at: datetime) -> None:
+def system_events(url: str, count: int, at: datetime) -> None:
     """Store `count` system events at positions 1..count, as if 1/3 as many sessions opened."""
     events = (
         SystemEvent(
@@ -54,10 +67,10 @@ def system_events(path: str, count: int, at: datetime) -> None:
     )
     # Encoded as the writer encodes each event it stores.
     rows = [values(e) | {"encoded": encode(e)} for e in events]
-    _write(path, [(statements.system_events, rows)])
+    _write(url, [(statements.system_events, rows)])
 
 
-def active_sessions(path: str, count: int, last_activity: datetime) -> None:
+def active_sessions(url: str, count: int, last_activity: datetime) -> None:
     """Store `count` sessions in a visit, all last active at `last_activity`."""
     profiles = []
     sessions = []
@@ -80,4 +93,4 @@ def active_sessions(path: str, count: int, last_activity: datetime) -> None:
                 )
             )
         )
-    _write(path, [(statements.profiles, profiles), (statements.sessions, sessions)])
+    _write(url, [(statements.profiles, profiles), (statements.sessions, sessions)])

@@ -34,10 +34,11 @@ class Running:
 
 
 def rss_mb(pid: int) -> float:
-    """The resident memory of a process, in MB (from /proc)."""
+    """The resident memory of a process and all its descendants (workers), in MB (from /proc)."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
+            own = int(line.split()[1]) / 1024
+            return own + sum(rss_mb(child) for child in children(pid))
     raise RuntimeError(f"no VmRSS for process {pid}")
 
 
@@ -47,6 +48,17 @@ def cpu_seconds(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
     utime, stime = int(fields[11]), int(fields[12])
     return (utime + stime) / os.sysconf("SC_CLK_TCK")
+
+
+def children(pid: int) -> list[int]:
+    """The child processes of `pid` (Linux's /proc/PID/task/TID/children, every thread's)."""
+    found: list[int] = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            found.extend(int(c) for c in (task / "children").read_text().split())
+        except FileNotFoundError:
+            continue  # the thread has ended
+    return found
 
 
 @contextmanager
@@ -98,21 +110,21 @@ def _toml(value: object) -> str:
 @contextmanager
 def journey(
     workdir: Path,
-    database: Path,
+    database_url: str,
     config: Mapping[str, object],
     *,
     checkout: Path | None = None,
     env: Mapping[str, str] | None = None,
     name: str = "journey",
 ) -> Iterator[Running]:
-    """`journey serve` on a free port and the SQLite file `database`.
+    """`journey serve` on a free port and the database at `database_url` (SQLAlchemy URL).
 
     `checkout` runs the server code of another working tree (for before/after comparisons);
     `env` adds JOURNEY_* overrides.
     """
     settings = {
         "listen": "127.0.0.1:0",
-        "database_url": f"sqlite+aiosqlite:///{database}",
+        "database_url": database_url,
         # INFO logs the bound port and failed calls only (DEBUG would log every call).
         "log_level": "INFO",
         **config,

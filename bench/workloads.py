@@ -23,6 +23,7 @@ from typing import Any
 import grpc
 from google.protobuf.empty_pb2 import Empty
 
+from bench import page_views
 from journey_client import pb
 
 Result = dict[str, Any]
@@ -31,6 +32,8 @@ CHANNEL_OPTIONS = [("grpc.use_local_subchannel_pool", 1)]
 STREAMS_PER_CHANNEL = 100
 SUBSCRIBERS_PER_CHANNEL = 10
 DRAIN_SECONDS = 120.0
+# Producers held back this long while no subscriber advanced: the events are not coming.
+STALL_SECONDS = 30.0
 # For a spawned process to import grpc and open its subscriptions.
 STARTUP_SECONDS = 90.0
 # What the Python client asks for by default: the figures are those a client would see.
@@ -52,25 +55,45 @@ async def close_all(chans: list[grpc.aio.Channel]) -> None:
 
 
 def track_request(
-    caller: int, call: int, session_id: str, events: int, *, ids: bool = True
+    caller: int,
+    call: int,
+    session_id: str,
+    events: int,
+    *,
+    ids: bool = True,
+    with_properties: bool = False,
 ) -> pb.TrackRequest:
-    """A Track with `events` page views, with client ids (as a retrying client sends)."""
+    """A Track with `events` page views, with client ids (as a retrying client sends).
+
+    `with_properties`: each page view carries a URL, a referrer and a load time
+    (bench/page_views.py); else a type and an id only, as in the scenarios before it.
+    """
+    tracked = []
+    for i in range(events):
+        event_id = f"{caller}-{call}-{i}" if ids else ""
+        if with_properties:
+            tracked.append(page_views.tracked_event(call * events + i, event_id))
+        else:
+            tracked.append(pb.TrackedEvent(type=page_views.EVENT_TYPE, id=event_id))
     return pb.TrackRequest(
         source_id="bench",
         profile_id="" if session_id else f"bench-{caller}-{call}",
         session_id=session_id,
-        events=[
-            pb.TrackedEvent(type="page-view", id=f"{caller}-{call}-{i}" if ids else "")
-            for i in range(events)
-        ],
+        events=tracked,
     )
 
 
 async def track_throughput(
-    target: str, callers: int, events: int, seconds: float, pid: int | None = None
+    target: str,
+    callers: int,
+    events: int,
+    seconds: float,
+    with_properties: bool = False,
+    pid: int | None = None,
 ) -> Result:
-    """Scenarios 1 and 2: `callers` concurrent callers, each in its own session, for `seconds`.
+    """Scenarios 1, 2 and 8: `callers` concurrent callers, each in its own session, for `seconds`.
 
+    `with_properties`: realistic page views (scenario 8) rather than events with no properties.
     With the server's `pid`, also the server's CPU time per call: on a busy machine it varies
     far less than calls/s, which moves with whatever else runs.
     """
@@ -96,7 +119,8 @@ async def track_throughput(
         for call in itertools.count():
             if time.perf_counter() >= stop_at:
                 return
-            response = await stub.Track(track_request(i, call, session_id, events))
+            request = track_request(i, call, session_id, events, with_properties=with_properties)
+            response = await stub.Track(request)
             session_id = response.session_id
             if time.perf_counter() >= measure_from:
                 done += 1
@@ -248,14 +272,30 @@ async def _received_all(subscriber: Subscriber, ids: set[str]) -> None:
         await subscriber.changed.wait()
 
 
-async def _finish(subscribers: list[Subscriber], ids: set[str]) -> None:
+def shortfall(received: Iterable[Iterable[str]], ids: set[str]) -> str:
+    """What the subscribers miss of `ids`, and what they got that was never produced."""
+    got = [set(r) for r in received]
+    lost = [len(ids - r) for r in got]
+    extra = sum(len(r - ids) for r in got)
+    worst = max(lost, default=0)
+    text = (
+        f"{sum(1 for n in lost if n)} of {len(got)} subscribers lost events "
+        f"(the worst got {len(ids) - worst} of {len(ids)})"
+    )
+    return text + (f", {extra} unexpected events received" if extra else "")
+
+
+async def _finish(
+    subscribers: list[Subscriber], ids: set[str], drain_seconds: float = DRAIN_SECONDS
+) -> None:
     """Wait until every subscriber has `ids`, check it got exactly those, and stop them all."""
-    await _until(subscribers, lambda s: _received_all(s, ids), DRAIN_SECONDS, "drain")
-    for s in subscribers:
-        if s.received.keys() != ids:
-            lost = len(ids - s.received.keys())
-            extra = len(s.received.keys() - ids)
-            raise WorkloadError(f"a subscriber lost {lost} and got {extra} unexpected events")
+    try:
+        await _until(subscribers, lambda s: _received_all(s, ids), drain_seconds, "drain")
+    except WorkloadError as error:
+        missing = shortfall((s.received for s in subscribers), ids)
+        raise WorkloadError(f"{error}: {missing}") from None
+    if any(s.received.keys() != ids for s in subscribers):
+        raise WorkloadError(shortfall((s.received for s in subscribers), ids))
     for s in subscribers:
         await s.stop()
 
@@ -276,6 +316,7 @@ async def receive_from_parent(conn: Connection) -> Any:
 async def _subscriber_group(
     target: str,
     max_batch_size: int,
+    drain_seconds: float,
     counts: SynchronizedArray[int],
     conn: Connection,
     seconds: float,
@@ -290,7 +331,7 @@ async def _subscriber_group(
         # that is reported at once, or the producers would wait for it forever.
         ids = asyncio.ensure_future(receive_from_parent(conn))
         await _until(subs, lambda _: asyncio.wait([ids]), seconds + DRAIN_SECONDS, "hear the ids")
-        await _finish(subs, set(ids.result()))
+        await _finish(subs, set(ids.result()), drain_seconds)
     except grpc.aio.AioRpcError as error:
         raise WorkloadError(f"call failed: {error.code().name} {error.details()}") from error
     finally:
@@ -301,12 +342,14 @@ async def _subscriber_group(
 def subscriber_process(
     target: str,
     max_batch_size: int,
+    drain_seconds: float,
     counts: SynchronizedArray[int],
     conn: Connection,
     seconds: float,
 ) -> None:
     """Entry point of a subscriber process: its messages are None, then a time, or an error."""
-    run_group(_subscriber_group(target, max_batch_size, counts, conn, seconds), conn)
+    group = _subscriber_group(target, max_batch_size, drain_seconds, counts, conn, seconds)
+    run_group(group, conn)
 
 
 def run_group(group: Coroutine[Any, Any, float], conn: Connection) -> None:
@@ -376,6 +419,7 @@ async def drive_fan_out(
     window: int,
     processes: int,
     producers: int,
+    stall_seconds: float = STALL_SECONDS,
 ) -> Result:
     """Scenario 3's shape for any server: subscriber processes, `producers` windowed producers.
 
@@ -403,13 +447,27 @@ async def drive_fan_out(
         def slowest() -> int:
             return min(min(g.counts[:]) for g in groups)
 
+        async def held_back() -> None:
+            """Until the slowest subscriber is within `window`; raises if it stops advancing."""
+            seen = slowest()
+            since = time.perf_counter()
+            while len(produced) - seen > window:
+                # Polled: a wake-up per received event would cost more than the poll.
+                await asyncio.sleep(0.001)
+                now, count = time.perf_counter(), slowest()
+                if count != seen:
+                    seen, since = count, now
+                elif now - since > stall_seconds:
+                    raise WorkloadError(
+                        f"subscribers stopped receiving: the slowest has {seen} of the "
+                        f"{len(produced)} events produced, none more for {stall_seconds:.0f} s"
+                    )
+
         async def producer(i: int) -> None:
             for n in itertools.count():
                 if time.perf_counter() >= stop_at:
                     return
-                # Polled: a wake-up per received event would cost more than the poll.
-                while len(produced) - slowest() > window:  # noqa: ASYNC110
-                    await asyncio.sleep(0.001)
+                await held_back()
                 produced.update(await call(i, n))
 
         production = asyncio.ensure_future(asyncio.gather(*(producer(i) for i in range(producers))))
@@ -446,6 +504,8 @@ async def fan_out(
     processes: int,
     producers: int,
     max_batch_size: int = MAX_BATCH_SIZE,
+    subscriber_target: str | None = None,
+    drain_seconds: float = DRAIN_SECONDS,
 ) -> Result:
     """Scenario 3: new-session Tracks from `producers` callers fanned out to `subscribers` streams.
 
@@ -454,7 +514,9 @@ async def fan_out(
     `window` events behind, so the figure is the rate the server sustains, not how fast
     buffers fill. Every process checks that each of its subscribers got exactly the produced
     events, in order, and reports its last receipt; perf_counter is CLOCK_MONOTONIC on Linux,
-    the same clock in every process.
+    the same clock in every process. `subscriber_target` (scenario 9): the subscribers connect
+    to another replica than the producers, and wait `drain_seconds` at most for the last events
+    before reporting what is lost.
     """
     producer_chan = channels(target, 1)
     stub = pb.TrackerServiceStub(producer_chan[0])
@@ -466,7 +528,7 @@ async def fan_out(
     try:
         return await drive_fan_out(
             subscriber_process,
-            (target, max_batch_size),
+            (subscriber_target or target, max_batch_size, drain_seconds),
             call,
             subscribers,
             seconds,
@@ -486,14 +548,18 @@ async def live_latency(
     events_per_s: float,
     seconds: float,
     max_batch_size: int = MAX_BATCH_SIZE,
+    subscriber_target: str | None = None,
+    drain_seconds: float = DRAIN_SECONDS,
 ) -> Result:
     """Scenario 4: from each Track reply to each subscriber's receipt, at a steady rate.
 
     Each Track opens a new session (three system events), so `events_per_s / 3` calls a second,
     sent on a fixed schedule whether or not earlier calls have returned. `p99_from_send_ms`
     runs from the call instead of its reply, as NATS's publish-to-receipt figure does.
+    `subscriber_target` (scenario 10): the subscribers connect to another replica than the
+    producer, and wait `drain_seconds` at most for the last events before reporting what is lost.
     """
-    chans = channels(target, 2)
+    chans = channels(subscriber_target or target, 2)
     producer_chan = channels(target, 1)
     replied: dict[str, float] = {}
     sent: dict[str, float] = {}
@@ -514,7 +580,7 @@ async def live_latency(
 
         sent_for = await on_schedule(calls, interval, one)
         ids = set(replied)
-        await _finish(subs, ids)
+        await _finish(subs, ids, drain_seconds)
     except grpc.aio.AioRpcError as error:
         raise WorkloadError(f"call failed: {error.code().name} {error.details()}") from error
     finally:
