@@ -241,7 +241,11 @@ def _serve_metrics(settings: Settings, metrics: Metrics) -> MetricsServer:
 
 def hold_database(settings: Settings) -> SqliteLock | None:
     """On SQLite, lock the file for this process (StartupError, exit 2, if another has it)."""
-    lock = lock_for(settings.database_url)
+    try:
+        lock = lock_for(settings.database_url)
+    except ValueError as error:  # a URL that does not parse, such as a port that is no number
+        where = settings.describe()["database_url"]
+        raise StartupError(f"cannot open the database {where}: {error}") from None
     if lock is not None:
         try:
             lock.acquire()

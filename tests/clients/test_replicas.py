@@ -143,12 +143,15 @@ async def test_track_gives_up_with_unavailable_when_every_replica_is_down() -> N
     fakes = [FakeTracker(), FakeTracker()]
     async with (
         replicas(*({"tracker": f} for f in fakes)) as addresses,
-        JourneyClient(addresses) as client,
+        JourneyClient(addresses, timeout=2) as client,
     ):
         with pytest.raises(Unavailable):
             await client.track("web", ["page-view"])
-    # grpc's retry policy: 5 attempts, alternating between the two.
-    assert sorted(len(f.requests) for f in fakes) == [2, 3]
+    # grpc's retry policy (5 attempts a round, over both), then more rounds with backoff until
+    # the timeout: both replicas were asked, more than one round's worth.
+    counts = [len(f.requests) for f in fakes]
+    assert min(counts) > 0
+    assert sum(counts) > 5
 
 
 async def test_end_session_is_not_retried() -> None:

@@ -29,6 +29,13 @@ from journey_client.filters import DEFAULT_MAX_BATCH_SIZE, Start
 from journey_client.subscription import Backoff, Subscription
 
 Response = TypeVar("Response")
+# With several addresses, a call that grpc's own retries (a round) still end UNAVAILABLE is
+# tried again after a pause that starts here and doubles, in up to this many rounds, while at
+# least MIN_RETRY_WINDOW seconds of its timeout are left: a few seconds in all, what a replica
+# that is shutting down takes to close its port.
+RETRY_PAUSE = 0.1
+RETRY_ROUNDS = 4
+MIN_RETRY_WINDOW = 0.25
 
 
 def tracked_event(
@@ -148,21 +155,39 @@ class JourneyClient:
         *,
         retried: bool = True,
     ) -> Response:
-        # Within a channel grpc's retry policy moves a retried call to another address. With a
-        # channel per address, UNAVAILABLE from one sends a retried call on to the next channel.
-        attempts = len(self._stubs) if retried else 1
+        # Within a channel grpc's retry policy moves a retried call to another address, but
+        # round_robin's turn is shared by every call in flight, so under concurrency all of one
+        # call's attempts can land on the same replica (seen in a rolling restart: a replica
+        # that is shutting down answers UNAVAILABLE until its port closes). So with several
+        # addresses a call that still ends UNAVAILABLE is tried again, with backoff, for a few
+        # rounds within its deadline; with a channel per address each try also goes to the
+        # next channel.
+        several = len(self.connection.servers) > 1
         deadline = (
             None if self._timeout is None else asyncio.get_running_loop().time() + self._timeout
         )
-        for attempt in range(1, attempts + 1):
+        pause = RETRY_PAUSE
+        unavailable: grpc.aio.AioRpcError | None = None
+        for attempt in range(1, RETRY_ROUNDS + 1):
             timeout = (
                 None if deadline is None else max(0.0, deadline - asyncio.get_running_loop().time())
             )
             try:
                 return await method(self._pick())(request, metadata=self._metadata, timeout=timeout)
             except grpc.aio.AioRpcError as error:
-                if error.code() != grpc.StatusCode.UNAVAILABLE or attempt == attempts:
+                if error.code() == grpc.StatusCode.DEADLINE_EXCEEDED and unavailable is not None:
+                    # The deadline ran out in a retry: what stopped the call is that no
+                    # replica was available.
+                    raise from_rpc_error(unavailable) from error
+                again = retried and several and error.code() == grpc.StatusCode.UNAVAILABLE
+                room = deadline is None or (
+                    asyncio.get_running_loop().time() + pause + MIN_RETRY_WINDOW < deadline
+                )
+                if not (again and room) or attempt == RETRY_ROUNDS:
                     raise from_rpc_error(error) from error
+                unavailable = error
+            await asyncio.sleep(pause)
+            pause *= 2
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def track(
