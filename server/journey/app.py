@@ -7,6 +7,7 @@ import contextlib
 import logging
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import TYPE_CHECKING
 
 import grpc
 from grpc_health.v1 import _async as health_aio
@@ -32,6 +33,7 @@ from journey.api.servicers import (
 from journey.auth import KeyRing
 from journey.clock import Clock, SystemClock
 from journey.config import Settings
+from journey.domain.policy import Policy
 from journey.journal import Journal
 from journey.reflection import enable_reflection
 from journey.storage.database import Database, open_database
@@ -43,6 +45,11 @@ from journey.streaming.broker import Broker
 from journey.streaming.follow import Follow
 from journey.sweeper import Sweeper
 from journey_client import pb
+
+if TYPE_CHECKING:
+    from opentelemetry import trace
+
+    from journey.observability.tracing import Tracing
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +66,31 @@ SERVICE_NAMES = tuple(
 
 class StartupError(Exception):
     """The server cannot start: bad TLS files, the database cannot be opened, the address taken."""
+
+
+class TracingUnavailable(StartupError):
+    """`tracing = true`, but the OpenTelemetry SDK (the journey[otel] extra) is not installed."""
+
+
+def start_tracing(
+    settings: Settings, provider: trace.TracerProvider | None = None
+) -> Tracing | None:
+    """Tracing as configured (None when off); `provider` replaces the global one (tests).
+
+    The OpenTelemetry packages are imported only here, and only with tracing on.
+    """
+    if not settings.tracing:
+        return None
+    try:
+        from journey.observability import tracing
+    except ImportError as error:
+        raise TracingUnavailable(
+            f"tracing = true needs OpenTelemetry: pip install 'journey[otel]' ({error})"
+        ) from None
+    try:
+        return tracing.Tracing.start(provider)
+    except tracing.TracingError as error:
+        raise StartupError(f"tracing: {error}") from None
 
 
 def _read(setting: str, path: str) -> bytes:
@@ -115,10 +147,13 @@ def _ms(duration: timedelta) -> int:
     return min(int(duration.total_seconds() * 1000), 2**31 - 1)
 
 
-def _interceptors(settings: Settings, admission: AdmissionInterceptor) -> list[MethodInterceptor]:
-    # Outermost first: errors map whatever the inner ones raise; auth runs before anything
-    # else looks at the request.
-    chain: list[MethodInterceptor] = [LoggingInterceptor(), ErrorInterceptor()]
+def _interceptors(
+    settings: Settings, admission: AdmissionInterceptor, tracing: Tracing | None
+) -> list[MethodInterceptor]:
+    # Outermost first: the span sees the status the caller sees; errors map whatever the
+    # inner ones raise; auth runs before anything else looks at the request.
+    chain: list[MethodInterceptor] = [] if tracing is None else [tracing.interceptor()]
+    chain += [LoggingInterceptor(), ErrorInterceptor()]
     if settings.api_keys:
         chain.append(AuthInterceptor(KeyRing(settings.api_keys)))
     else:
@@ -139,6 +174,7 @@ class JourneyServer:
     sweeper: Sweeper
     health: health_aio.HealthServicer
     admission: AdmissionInterceptor
+    tracing: Tracing | None = None
     stopped: bool = False
 
     async def stop(self, grace: float | None) -> None:
@@ -158,15 +194,40 @@ class JourneyServer:
         await self.sweeper.stop()
         await self.writer.close()
         await self.database.close()
+        if self.tracing is not None:
+            # Last: the spans of everything above are exported.
+            await self.tracing.shutdown()
 
 
 async def create_server(
-    settings: Settings, *, clock: Clock | None = None
+    settings: Settings,
+    *,
+    clock: Clock | None = None,
+    tracer_provider: trace.TracerProvider | None = None,
 ) -> tuple[JourneyServer, int]:
-    """Open the database, bind `settings.listen`, start serving; returns the server and its port."""
+    """Open the database, bind `settings.listen`, start serving; returns the server and its port.
+
+    `tracer_provider` (tests) is used instead of the global OpenTelemetry one with tracing on.
+    """
     clock = clock or SystemClock()
     policy = settings.policy()
     credentials = server_credentials(settings)
+    tracing = start_tracing(settings, tracer_provider)
+    try:
+        return await _create(settings, clock, policy, credentials, tracing)
+    except BaseException:
+        if tracing is not None:
+            await tracing.shutdown()
+        raise
+
+
+async def _create(
+    settings: Settings,
+    clock: Clock,
+    policy: Policy,
+    credentials: grpc.ServerCredentials | None,
+    tracing: Tracing | None,
+) -> tuple[JourneyServer, int]:
     try:
         database = await open_database(
             settings.database_url, sqlite_synchronous=settings.sqlite_synchronous
@@ -192,7 +253,8 @@ async def create_server(
         )
         admission = AdmissionInterceptor()
         server = grpc.aio.server(
-            interceptors=_interceptors(settings, admission), options=server_options(settings)
+            interceptors=_interceptors(settings, admission, tracing),
+            options=server_options(settings),
         )
         pb.add_TrackerServiceServicer_to_server(TrackerServicer(journal), server)
         add_system_event_service(SystemEventServicer(journal, follow), server)
@@ -213,12 +275,14 @@ async def create_server(
         await server.start()
         for name in ("", *SERVICE_NAMES):
             await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
-        sweeper = Sweeper(journal, queries, policy, clock)
+        sweeper = Sweeper(
+            journal, queries, policy, clock, tracing.sweep if tracing is not None else None
+        )
         sweeper.start()
     except BaseException:
         await writer.close()
         await database.close()
         raise
     return JourneyServer(
-        server, database, writer, broker, sweeper, health_servicer, admission
+        server, database, writer, broker, sweeper, health_servicer, admission, tracing
     ), port

@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from journey import keys
-from journey.app import StartupError, create_server
+from journey.app import StartupError, TracingUnavailable, create_server
 from journey.config import ConfigError, Settings, load_settings
 from journey_client import cli as client_cli
 
@@ -43,7 +43,10 @@ def add_serve_command(commands: Any) -> None:
 
 
 def run_serve(args: argparse.Namespace) -> int:
-    """Load the configuration and serve until a signal; exit codes 2 (config) and 1 (startup)."""
+    """Load the configuration and serve until a signal; exit codes 2 (config) and 1 (startup).
+
+    Tracing switched on without journey[otel] installed is 2, like a configuration error.
+    """
     try:
         settings = load_settings(args.config)
     except ConfigError as error:
@@ -55,6 +58,10 @@ def run_serve(args: argparse.Namespace) -> int:
     log.info("configuration: %s", json.dumps(settings.describe(), sort_keys=True))
     try:
         asyncio.run(serve(settings))
+    except TracingUnavailable as error:
+        # Something to install, like a bad setting: not a failure of this host.
+        print(f"journey: {error}", file=sys.stderr)
+        return 2
     except StartupError as error:
         print(f"journey: {error}", file=sys.stderr)
         return 1

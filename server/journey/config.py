@@ -285,6 +285,12 @@ def _check_api_key(key: ApiKey, index: int) -> ApiKey:
     return ApiKey(sha256=key.sha256.lower(), roles=frozenset(key.roles))
 
 
+def _boolean(value: object) -> bool:
+    if not isinstance(value, bool):
+        raise _Invalid(f"expected true or false, got {_kind(value)}")
+    return value
+
+
 def _optional_file(value: object) -> str:
     # Empty means "not set"; whether the file can be read is checked at start.
     return _string(value)
@@ -458,6 +464,8 @@ class Settings:
     # acknowledged when the process crashes, only the last commits on a power loss. NORMAL
     # measured no faster here (README, Performance), so the safe one is the default.
     sqlite_synchronous: str = "FULL"
+    # OpenTelemetry spans, exported as the OTEL_* variables say; needs journey[otel].
+    tracing: bool = False
 
     def __post_init__(self) -> None:
         for key, spec in _FIELDS.items():
@@ -519,6 +527,7 @@ class Settings:
             "max_connection_age": _format_duration(self.max_connection_age),
             "max_connection_age_grace": _format_duration(self.max_connection_age_grace),
             "sqlite_synchronous": self.sqlite_synchronous,
+            "tracing": self.tracing,
         }
 
 
@@ -545,6 +554,7 @@ _FIELDS: Mapping[str, _Field] = {
     "max_connection_age": _Field(_non_negative_duration, _duration),
     "max_connection_age_grace": _Field(_non_negative_duration, _duration),
     "sqlite_synchronous": _Field(_sqlite_synchronous),
+    "tracing": _Field(_boolean, from_env=_env_toml),
 }
 
 

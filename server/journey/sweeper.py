@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+from collections.abc import Callable, Mapping
+from contextlib import AbstractContextManager
+from typing import Protocol
 
 from journey.clock import Clock
 from journey.domain.errors import Unavailable
+from journey.domain.model import NO_TRACE_CONTEXT
 from journey.domain.policy import Policy
 from journey.journal import Journal
 from journey.storage.failures import FAILURES
@@ -26,11 +31,39 @@ MAX_IDLE_SECONDS = 0.5
 STOP_GRACE_SECONDS = 2.0
 
 
+class SweepSpan(Protocol):
+    """A traced sweep: the trace context its events carry; told how many it emitted."""
+
+    trace_context: Mapping[str, str]
+
+    def emitted(self, count: int) -> None:
+        """Count events the sweep committed."""
+
+
+class _Untraced:
+    trace_context = NO_TRACE_CONTEXT
+
+    def emitted(self, count: int) -> None:
+        """Nothing to count."""
+
+
+# Opens a span around one sweep that has work; None: sweeps are not traced.
+TraceSweep = Callable[[], AbstractContextManager[SweepSpan]]
+
+
 class Sweeper:
     """Finds due sessions through the (state, last_activity_time) index and expires them."""
 
-    def __init__(self, journal: Journal, queries: Queries, policy: Policy, clock: Clock) -> None:
+    def __init__(
+        self,
+        journal: Journal,
+        queries: Queries,
+        policy: Policy,
+        clock: Clock,
+        trace_sweep: TraceSweep | None = None,
+    ) -> None:
         self._journal = journal
+        self._trace_sweep = trace_sweep
         self._queries = queries
         self._policy = policy
         self._clock = clock
@@ -57,11 +90,21 @@ class Sweeper:
         await asyncio.wait([self._task])
 
     async def sweep_once(self) -> int:
-        """Expire every session that is due now; returns how many were examined."""
+        """Expire every session that is due now; returns how many were examined.
+
+        Traced, a sweep that finds sessions due is one span, the root of its own trace, and
+        the events it emits carry its context; a sweep that finds nothing leaves no trace.
+        """
+        due = await self._queries.due_sessions(self._clock.now(), self._policy, BATCH)
+        if not due:
+            return 0
         total = 0
-        while due := await self._queries.due_sessions(self._clock.now(), self._policy, BATCH):
-            await self._journal.expire(due)
-            total += len(due)
+        traced = self._trace_sweep() if self._trace_sweep else contextlib.nullcontext(_Untraced())
+        with traced as span:
+            while due:
+                span.emitted(len(await self._journal.expire(due, span.trace_context)))
+                total += len(due)
+                due = await self._queries.due_sessions(self._clock.now(), self._policy, BATCH)
         return total
 
     async def _run(self) -> None:

@@ -61,6 +61,7 @@ def test_defaults() -> None:
     assert settings.live_buffer_size == 10000
     assert settings.shutdown_grace == timedelta(seconds=5)
     assert settings.log_level == "INFO"
+    assert settings.tracing is False
 
 
 def test_full_example(tmp_path: Path) -> None:
@@ -501,6 +502,7 @@ def test_describe_example(tmp_path: Path) -> None:
         "max_connection_age": "0s",
         "max_connection_age_grace": "0s",
         "sqlite_synchronous": "FULL",
+        "tracing": False,
     }
 
 
@@ -616,3 +618,34 @@ def test_limits_are_read_and_checked(tmp_path: Path) -> None:
         load_text(tmp_path, f"max_send_message_size = {2**31}")
     with pytest.raises(ConfigError, match=r"^keepalive_time: must be greater than 0"):
         load_text(tmp_path, "keepalive_time = 0")
+
+
+def test_tracing_is_read_from_file_and_environment(tmp_path: Path) -> None:
+    assert load_text(tmp_path, "tracing = true").tracing is True
+    assert load_text(tmp_path, "tracing = true", {"JOURNEY_TRACING": "false"}).tracing is False
+    assert load_settings(environ={"JOURNEY_TRACING": "true"}).tracing is True
+    assert load_settings(environ={"JOURNEY_TRACING": "true"}).describe()["tracing"] is True
+
+
+@pytest.mark.parametrize(
+    ("toml", "environ", "message"),
+    [
+        ('tracing = "yes"', {}, r"^tracing: expected true or false, got string 'yes'$"),
+        ("tracing = 1", {}, r"^tracing: expected true or false, got integer 1$"),
+        (
+            "",
+            {"JOURNEY_TRACING": "1"},
+            r"^JOURNEY_TRACING \(tracing\): expected true or false, got integer 1$",
+        ),
+        (
+            "",
+            {"JOURNEY_TRACING": "on"},
+            r"^JOURNEY_TRACING \(tracing\): not a TOML inline value",
+        ),
+    ],
+)
+def test_bad_tracing_value_names_the_key(
+    tmp_path: Path, toml: str, environ: dict[str, str], message: str
+) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load_text(tmp_path, toml, environ)

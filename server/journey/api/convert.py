@@ -73,6 +73,7 @@ def system_event(event: SystemEvent) -> pb.SystemEvent:
         session_id=event.session_id,
         source_id=event.source_id,
         properties=properties,
+        trace_context=event.trace_context,
     )
 
 

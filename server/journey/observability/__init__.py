@@ -1,0 +1,1 @@
+"""Observability: trace context carried by the events, and OpenTelemetry tracing (optional)."""
