@@ -96,9 +96,18 @@ class JourneyClient:
         """Close the channel; running calls are cancelled."""
         await self._channel.close(None)
 
-    async def _call(self, method: Callable[..., Awaitable[Response]], request: Any) -> Response:
+    async def _call(
+        self,
+        method: Callable[..., Awaitable[Response]],
+        request: Any,
+        trace_context: Mapping[str, str] | None = None,
+    ) -> Response:
+        metadata = self._metadata
+        if trace_context:
+            # W3C trace context travels as the metadata keys of its HTTP header names.
+            metadata = (*metadata, *trace_context.items())
         try:
-            return await method(request, metadata=self._metadata, timeout=self._timeout)
+            return await method(request, metadata=metadata, timeout=self._timeout)
         except grpc.aio.AioRpcError as error:
             raise from_rpc_error(error) from error
 
@@ -110,8 +119,13 @@ class JourneyClient:
         profile_id: str = "",
         session_id: str = "",
         context: Mapping[str, Any] | None = None,
+        trace_context: Mapping[str, str] | None = None,
     ) -> pb.TrackResponse:
-        """Store tracked events (a string is an event type with no properties)."""
+        """Store tracked events (a string is an event type with no properties).
+
+        `trace_context` (`traceparent` and maybe `tracestate`, W3C) is sent with the call: the
+        system events it causes carry it, or the server's span for the call if it traces.
+        """
         request = pb.TrackRequest(
             source_id=source_id,
             profile_id=profile_id,
@@ -120,12 +134,17 @@ class JourneyClient:
         )
         if context:
             request.context.update(context)
-        return await self._call(self._tracker.Track, request)
+        return await self._call(self._tracker.Track, request, trace_context)
 
-    async def end_session(self, session_id: str, reason: str = "") -> pb.EndSessionResponse:
-        """Close a session; the response carries the system events it caused."""
+    async def end_session(
+        self, session_id: str, reason: str = "", *, trace_context: Mapping[str, str] | None = None
+    ) -> pb.EndSessionResponse:
+        """Close a session; the response carries the system events it caused.
+
+        `trace_context`: as for `track`.
+        """
         request = pb.EndSessionRequest(session_id=session_id, reason=reason)
-        return await self._call(self._sessions.EndSession, request)
+        return await self._call(self._sessions.EndSession, request, trace_context)
 
     async def get_session(self, session_id: str) -> pb.Session:
         """A session as it stands now."""

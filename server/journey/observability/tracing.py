@@ -79,18 +79,17 @@ def _exporter(name: str) -> SpanExporter:
     return exporter
 
 
-def provider_from_env(environ: Mapping[str, str] | None = None) -> TracerProvider:
+def provider_from_env() -> TracerProvider:
     """A TracerProvider as the standard OTEL_* variables say; `service.name` defaults to journey.
 
     The SDK reads OTEL_RESOURCE_ATTRIBUTES, OTEL_SERVICE_NAME, OTEL_TRACES_SAMPLER(_ARG) and
     OTEL_BSP_*; each exporter its own (OTEL_EXPORTER_OTLP_ENDPOINT, _HEADERS, ...).
     """
-    env = os.environ if environ is None else environ
     resource = Resource.create()
     if str(resource.attributes.get(SERVICE_NAME, "")).startswith("unknown_service"):
         resource = resource.merge(Resource({SERVICE_NAME: "journey"}))
     provider = TracerProvider(resource=resource)
-    for name in _exporter_names(env):
+    for name in _exporter_names(os.environ):
         provider.add_span_processor(BatchSpanProcessor(_exporter(name)))
     return provider
 
