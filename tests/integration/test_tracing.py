@@ -308,3 +308,21 @@ async def test_the_client_passes_trace_context_through(make_settings: SettingsFa
         {"traceparent": TRACEPARENT}
     ] * 2
     assert [dict(e.trace_context) for e in untraced.system_events] == [{}] * 3
+
+
+async def test_a_timeout_a_track_finds_overdue_carries_that_tracks_context(
+    make_settings: SettingsFactory,
+) -> None:
+    clock = ManualClock(START)
+    second = {"traceparent": f"00-{TRACE_ID}-{'1' * 16}-01"}
+    async with serving(make_settings(), clock=clock) as h:
+        await track(h, tuple(CALLER.items()), session_id="a")
+        # No sweep comes first: the next Track finds the visit over and ends it itself.
+        await h.server.sweeper.stop()
+        clock.advance(timedelta(minutes=31))
+        response = await track(h, tuple(second.items()), session_id="a")
+    assert [e.type for e in response.system_events] == [
+        T.SYSTEM_EVENT_TYPE_VISIT_ENDED,
+        T.SYSTEM_EVENT_TYPE_VISIT_STARTED,
+    ]
+    assert [dict(e.trace_context) for e in response.system_events] == [second] * 2

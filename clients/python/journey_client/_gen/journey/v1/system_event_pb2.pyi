@@ -150,7 +150,8 @@ class SystemEvent(_message.Message):
         for the call (a child of the caller's); otherwise the caller's own, as
         received in the call's metadata. Empty when the call carried no valid
         `traceparent`. A timeout-driven event carries the context of the sweep
-        that emitted it when `tracing` is on, and none otherwise.
+        that emitted it when `tracing` is on, and none otherwise; but one that a
+        Track found overdue (before the sweep came to it) carries that Track's.
         """
 
     def __init__(
