@@ -31,7 +31,10 @@ def run(*cmd: str | Path, cwd: Path = ROOT) -> None:
 
 
 def setup(extra: str) -> None:
-    """Create .venv and install Journey with `extra` ("" or "dev"), unless already current."""
+    """Create .venv and install Journey with `extra` ("otel" or "dev"), unless already current.
+
+    "dev" includes "otel", so the tests and the benchmark can switch tracing on.
+    """
     if sys.version_info[:2] != (3, 11):
         sys.exit(f"Journey needs Python 3.11; this is {sys.version.split()[0]}")
     if not PYTHON.exists():
@@ -117,7 +120,8 @@ def prometheus_tools() -> None:
 
 def serve(args: list[str]) -> None:
     """Run the server on the embedded SQLite default (or the given --config)."""
-    setup("")
+    # With the tracing extra, so that `tracing = true` works here as configured.
+    setup("otel")
     os.execv(BIN / "journey", [str(BIN / "journey"), "serve", *args])
 
 

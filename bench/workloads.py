@@ -11,6 +11,7 @@ import ctypes
 import itertools
 import math
 import multiprocessing
+import os
 import statistics
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Iterable
@@ -38,6 +39,11 @@ STALL_SECONDS = 30.0
 STARTUP_SECONDS = 90.0
 # What the Python client asks for by default: the figures are those a client would see.
 MAX_BATCH_SIZE = 1000
+# JOURNEY_BENCH_TRACEPARENT: scenarios 1 and 2 send it with every Track, as a traced caller
+# would (W3C trace context), to measure what carrying it costs.
+TRACE_METADATA = tuple(
+    ("traceparent", value) for value in (os.environ.get("JOURNEY_BENCH_TRACEPARENT", ""),) if value
+)
 
 
 class WorkloadError(Exception):
@@ -120,7 +126,7 @@ async def track_throughput(
             if time.perf_counter() >= stop_at:
                 return
             request = track_request(i, call, session_id, events, with_properties=with_properties)
-            response = await stub.Track(request)
+            response = await stub.Track(request, metadata=TRACE_METADATA)
             session_id = response.session_id
             if time.perf_counter() >= measure_from:
                 done += 1

@@ -9,6 +9,7 @@ import logging
 import socket
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import TYPE_CHECKING
 
 import grpc
 from grpc_health.v1 import _async as health_aio
@@ -35,6 +36,7 @@ from journey.api.servicers import (
 from journey.auth import KeyRing
 from journey.clock import Clock, SystemClock
 from journey.config import Settings
+from journey.domain.policy import Policy
 from journey.journal import Journal
 from journey.observability.metrics import (
     SERVER_STREAM,
@@ -56,6 +58,11 @@ from journey.streaming.feed import Feed
 from journey.streaming.follow import Follow
 from journey.sweeper import Sweeper
 from journey_client import pb
+
+if TYPE_CHECKING:
+    from opentelemetry import trace
+
+    from journey.observability.tracing import Tracing
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +87,31 @@ class StartupError(Exception):
     def __init__(self, message: str, exit_code: int = 1) -> None:
         super().__init__(message)
         self.exit_code = exit_code
+
+
+class TracingUnavailable(StartupError):
+    """`tracing = true`, but the OpenTelemetry SDK (the journey[otel] extra) is not installed."""
+
+
+def start_tracing(
+    settings: Settings, provider: trace.TracerProvider | None = None
+) -> Tracing | None:
+    """Tracing as configured (None when off); `provider` replaces the global one (tests).
+
+    The OpenTelemetry packages are imported only here, and only with tracing on.
+    """
+    if not settings.tracing:
+        return None
+    try:
+        from journey.observability import tracing
+    except ImportError as error:
+        raise TracingUnavailable(
+            f"tracing = true needs OpenTelemetry: pip install 'journey[otel]' ({error})"
+        ) from None
+    try:
+        return tracing.Tracing.start(provider)
+    except tracing.TracingError as error:
+        raise StartupError(f"tracing: {error}") from None
 
 
 def _read(setting: str, path: str) -> bytes:
@@ -154,11 +186,14 @@ def _ms(duration: timedelta) -> int:
 
 
 def _interceptors(
-    settings: Settings, admission: AdmissionInterceptor, metrics: Metrics | None
+    settings: Settings,
+    admission: AdmissionInterceptor,
+    metrics: Metrics | None,
+    tracing: Tracing | None,
 ) -> list[MethodInterceptor]:
-    # Outermost first: metrics see every call's final status; errors map whatever the inner
-    # ones raise; auth runs before anything else looks at the request.
-    chain: list[MethodInterceptor] = []
+    # Outermost first: the span and the metrics see the status the caller sees; errors map
+    # whatever the inner ones raise; auth runs before anything else looks at the request.
+    chain: list[MethodInterceptor] = [] if tracing is None else [tracing.interceptor()]
     if metrics is not None:
         chain.append(MetricsInterceptor(metrics.rpc))
     chain += [LoggingInterceptor(), ErrorInterceptor()]
@@ -187,6 +222,7 @@ class JourneyServer:
     metrics_server: MetricsServer | None = None
     # SQLite: held while serving, so that no second process opens the file.
     lock: SqliteLock | None = None
+    tracing: Tracing | None = None
     stopped: bool = False
 
     @property
@@ -217,6 +253,10 @@ class JourneyServer:
         # Last: a scrape during shutdown still answers.
         if self.metrics_server is not None:
             await self.metrics_server.close()
+
+        if self.tracing is not None:
+            # Last: the spans of everything above are exported.
+            await self.tracing.shutdown()
 
 
 def _register_methods(metrics: Metrics) -> None:
@@ -297,16 +337,38 @@ def _listen_failure(address: str) -> StartupError:
 
 
 async def create_server(
-    settings: Settings, *, clock: Clock | None = None, reuse_port: bool = False
+    settings: Settings,
+    *,
+    clock: Clock | None = None,
+    reuse_port: bool = False,
+    tracer_provider: trace.TracerProvider | None = None,
 ) -> tuple[JourneyServer, int]:
     """Open the database, bind `settings.listen`, start serving; returns the server and its port.
 
     `reuse_port` lets this server share its port with the other workers of one
     `journey serve --workers`; otherwise a taken address fails with "address in use".
+    `tracer_provider` (tests) is used instead of the global OpenTelemetry one with tracing on.
     """
     clock = clock or SystemClock()
     policy = settings.policy()
     credentials = server_credentials(settings)
+    tracing = start_tracing(settings, tracer_provider)
+    try:
+        return await _create(settings, clock, policy, credentials, tracing, reuse_port)
+    except BaseException:
+        if tracing is not None:
+            await tracing.shutdown()
+        raise
+
+
+async def _create(
+    settings: Settings,
+    clock: Clock,
+    policy: Policy,
+    credentials: grpc.ServerCredentials | None,
+    tracing: Tracing | None,
+    reuse_port: bool,
+) -> tuple[JourneyServer, int]:
     lock = hold_database(settings)
     try:
         database = await open_migrated(settings)
@@ -347,7 +409,7 @@ async def create_server(
             metrics_server = _serve_metrics(settings, metrics)
         admission = AdmissionInterceptor()
         server = grpc.aio.server(
-            interceptors=_interceptors(settings, admission, metrics),
+            interceptors=_interceptors(settings, admission, metrics, tracing),
             options=server_options(settings, reuse_port=reuse_port),
         )
         pb.add_TrackerServiceServicer_to_server(TrackerServicer(journal), server)
@@ -367,7 +429,14 @@ async def create_server(
         await server.start()
         for name in ("", *SERVICE_NAMES):
             await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
-        sweeper = Sweeper(journal, queries, policy, clock, metrics.expired if metrics else None)
+        sweeper = Sweeper(
+            journal,
+            queries,
+            policy,
+            clock,
+            metrics.expired if metrics else None,
+            tracing.sweep if tracing is not None else None,
+        )
         sweeper.start()
     except BaseException:
         await feed.stop()
@@ -389,4 +458,5 @@ async def create_server(
         feed,
         metrics_server,
         lock,
+        tracing,
     ), port

@@ -16,7 +16,13 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 from journey import keys, workers
-from journey.app import StartupError, create_server, hold_database, open_migrated
+from journey.app import (
+    StartupError,
+    TracingUnavailable,
+    create_server,
+    hold_database,
+    open_migrated,
+)
 from journey.config import ConfigError, Settings, load_settings
 from journey.logs import configure_logging, database_secrets
 from journey.storage import migrate
@@ -100,7 +106,10 @@ def _log_to_stderr(settings: Settings) -> Callable[[str], str]:
 
 
 def run_serve(args: argparse.Namespace) -> int:
-    """Load the configuration and serve until a signal; exit codes 2 (config) and 1 (startup)."""
+    """Load the configuration and serve until a signal; exit codes 2 (config) and 1 (startup).
+
+    Tracing switched on without journey[otel] installed is 2, like a configuration error.
+    """
     try:
         settings = _settings(args)
     except ConfigError as error:
@@ -112,6 +121,10 @@ def run_serve(args: argparse.Namespace) -> int:
         if settings.workers > 1:
             return _serve_workers(settings, args.config)
         asyncio.run(serve(settings))
+    except TracingUnavailable as error:
+        # Something to install, like a bad setting: not a failure of this host.
+        print(f"journey: {error}", file=sys.stderr)
+        return 2
     except StartupError as error:
         print(f"journey: {redact(str(error))}", file=sys.stderr)
         return error.exit_code

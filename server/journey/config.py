@@ -298,6 +298,12 @@ def _check_api_key(key: ApiKey, index: int) -> ApiKey:
     return ApiKey(sha256=key.sha256.lower(), roles=frozenset(key.roles))
 
 
+def _boolean(value: object) -> bool:
+    if not isinstance(value, bool):
+        raise _Invalid(f"expected true or false, got {_kind(value)}")
+    return value
+
+
 def _optional_file(value: object) -> str:
     # Empty means "not set"; whether the file can be read is checked at start.
     return _string(value)
@@ -481,6 +487,8 @@ class Settings:
     # Server processes sharing the listen port (`journey serve --workers`); more than one
     # needs PostgreSQL.
     workers: int = 1
+    # OpenTelemetry spans, exported as the OTEL_* variables say; needs journey[otel].
+    tracing: bool = False
 
     def __post_init__(self) -> None:
         for key, spec in _FIELDS.items():
@@ -551,6 +559,7 @@ class Settings:
             "sqlite_synchronous": self.sqlite_synchronous,
             "metrics_listen": self.metrics_listen,
             "workers": self.workers,
+            "tracing": self.tracing,
         }
 
 
@@ -581,6 +590,7 @@ _FIELDS: Mapping[str, _Field] = {
     "sqlite_synchronous": _Field(_sqlite_synchronous),
     "metrics_listen": _Field(_optional_listen_address),
     "workers": _Field(_positive_int, from_env=_env_int),
+    "tracing": _Field(_boolean, from_env=_env_toml),
 }
 
 

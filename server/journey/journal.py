@@ -9,7 +9,14 @@ from datetime import datetime
 
 from journey.clock import Clock
 from journey.domain.errors import FailedPrecondition, NotFound
-from journey.domain.model import Profile, Session, SystemEvent, SystemEventFilter
+from journey.domain.model import (
+    NO_TRACE_CONTEXT,
+    EncodedEvent,
+    Profile,
+    Session,
+    SystemEvent,
+    SystemEventFilter,
+)
 from journey.domain.policy import Policy
 from journey.domain.rules import (
     NewId,
@@ -91,27 +98,35 @@ class Journal:
         return await self._writer.submit(work, keys)
 
     async def end_session(
-        self, session_id: str, reason: str
+        self, session_id: str, reason: str, trace_context: Mapping[str, str] = NO_TRACE_CONTEXT
     ) -> tuple[Session, tuple[SystemEvent, ...]]:
-        """Close a session now."""
+        """Close a session now; the events carry the call's `trace_context`."""
 
         def work(uow: UnitOfWork) -> tuple[Session, tuple[SystemEvent, ...]]:
             session = uow.session(session_id)
             if session is None:
                 raise NotFound(f"session {session_id!r} does not exist")
-            outcome = decide_end(session, reason, self._clock.now(), self._policy)
+            outcome = decide_end(session, reason, self._clock.now(), self._policy, trace_context)
             events = uow.apply(outcome)
             assert outcome.updated_session is not None
             return outcome.updated_session, events
 
         return await self._writer.submit(work, Keys(sessions=frozenset({session_id})))
 
-    async def expire(self, session_ids: Collection[str]) -> tuple[SystemEvent, ...]:
-        """End the visits and close the sessions among these whose timeouts have run out."""
+    async def expire(
+        self, session_ids: Collection[str], trace_context: Mapping[str, str] = NO_TRACE_CONTEXT
+    ) -> tuple[SystemEvent, ...]:
+        """End the visits and close the sessions among these whose timeouts have run out.
+
+        The events carry `trace_context`: the sweep's, when it is traced.
+        """
 
         def work(uow: UnitOfWork) -> tuple[SystemEvent, ...]:
             now = self._clock.now()
-            outcomes = [decide_expiry(s, now, self._policy) for s in uow.sessions(session_ids)]
+            outcomes = [
+                decide_expiry(s, now, self._policy, trace_context)
+                for s in uow.sessions(session_ids)
+            ]
             events: list[SystemEvent] = []
             for outcome in outcomes:
                 if outcome is not None:
@@ -143,8 +158,8 @@ class Journal:
         limit: int,
         start_time: datetime | None,
         end_time: datetime | None,
-    ) -> list[SystemEvent]:
-        """A page of the log."""
-        return await self._queries.system_events(
+    ) -> list[EncodedEvent]:
+        """A page of the log, each event as it was encoded when committed."""
+        return await self._queries.encoded_system_events(
             event_filter, after, limit, start_time=start_time, end_time=end_time
         )

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractContextManager
 from datetime import datetime
+from typing import Protocol
 
 from journey.clock import Clock
 from journey.domain.errors import Unavailable
-from journey.domain.model import SystemEvent
+from journey.domain.model import NO_TRACE_CONTEXT, SystemEvent
 from journey.domain.policy import Policy
 from journey.journal import Journal
 from journey.storage.failures import FAILURES
@@ -31,6 +34,26 @@ OnExpired = Callable[[Sequence[SystemEvent], datetime], None]
 STOP_GRACE_SECONDS = 2.0
 
 
+class SweepSpan(Protocol):
+    """A traced sweep: the trace context its events carry; told how many it emitted."""
+
+    trace_context: Mapping[str, str]
+
+    def emitted(self, count: int) -> None:
+        """Count events the sweep committed."""
+
+
+class _Untraced:
+    trace_context = NO_TRACE_CONTEXT
+
+    def emitted(self, count: int) -> None:
+        """Nothing to count."""
+
+
+# Opens a span around one sweep that has work; None: sweeps are not traced.
+TraceSweep = Callable[[], AbstractContextManager[SweepSpan]]
+
+
 class Sweeper:
     """Finds due sessions through the (state, last_activity_time) index and expires them.
 
@@ -48,9 +71,11 @@ class Sweeper:
         policy: Policy,
         clock: Clock,
         on_expired: OnExpired | None = None,
+        trace_sweep: TraceSweep | None = None,
     ) -> None:
         self._journal = journal
         self._on_expired = on_expired
+        self._trace_sweep = trace_sweep
         self._queries = queries
         self._policy = policy
         self._clock = clock
@@ -77,13 +102,24 @@ class Sweeper:
         await asyncio.wait([self._task])
 
     async def sweep_once(self) -> int:
-        """Expire every session that is due now; returns how many were examined."""
+        """Expire every session that is due now; returns how many were examined.
+
+        Traced, a sweep that finds sessions due is one span, the root of its own trace, and
+        the events it emits carry its context; a sweep that finds nothing leaves no trace.
+        """
+        due = await self._queries.due_sessions(self._clock.now(), self._policy, BATCH)
+        if not due:
+            return 0
         total = 0
-        while due := await self._queries.due_sessions(self._clock.now(), self._policy, BATCH):
-            events = await self._journal.expire(due)
-            if self._on_expired is not None and events:
-                self._on_expired(events, self._clock.now())
-            total += len(due)
+        traced = self._trace_sweep() if self._trace_sweep else contextlib.nullcontext(_Untraced())
+        with traced as span:
+            while due:
+                events = await self._journal.expire(due, span.trace_context)
+                span.emitted(len(events))
+                if self._on_expired is not None and events:
+                    self._on_expired(events, self._clock.now())
+                total += len(due)
+                due = await self._queries.due_sessions(self._clock.now(), self._policy, BATCH)
         return total
 
     async def _run(self) -> None:

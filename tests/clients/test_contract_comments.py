@@ -30,7 +30,9 @@ def elements(file: descriptor_pb2.FileDescriptorProto) -> dict[tuple[int, ...], 
         for i, oneof in enumerate(m.oneof_decl):
             out[(*path, ONEOF, i)] = f"{name}.{oneof.name}"
         for i, nested in enumerate(m.nested_type):
-            message((*path, NESTED_MESSAGE, i), nested, name)
+            # A map field's entry message is made by protoc: there is no source to comment.
+            if not nested.options.map_entry:
+                message((*path, NESTED_MESSAGE, i), nested, name)
         for i, nested_enum in enumerate(m.enum_type):
             enum((*path, NESTED_ENUM, i), nested_enum, name)
 

@@ -55,9 +55,11 @@ class Harness:
 
 
 @asynccontextmanager
-async def serving(settings: Settings, *, clock: Clock | None = None) -> AsyncIterator[Harness]:
+async def serving(
+    settings: Settings, *, clock: Clock | None = None, tracer_provider: Any = None
+) -> AsyncIterator[Harness]:
     """Start a server, yield a harness connected to it, and stop it afterwards."""
-    server, port = await create_server(settings, clock=clock)
+    server, port = await create_server(settings, clock=clock, tracer_provider=tracer_provider)
     try:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
             yield Harness(

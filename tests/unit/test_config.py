@@ -64,6 +64,7 @@ def test_defaults() -> None:
     assert settings.log_format == "text"
     assert settings.keepalive_min_ping_interval == timedelta(seconds=10)
     assert settings.metrics_listen == ""
+    assert settings.tracing is False
 
 
 def test_full_example(tmp_path: Path) -> None:
@@ -529,6 +530,7 @@ def test_describe_example(tmp_path: Path) -> None:
         "sqlite_synchronous": "FULL",
         "metrics_listen": "",
         "workers": 1,
+        "tracing": False,
     }
 
 
@@ -682,3 +684,34 @@ def test_several_workers_on_sqlite_are_refused_naming_postgresql(tmp_path: Path)
     with pytest.raises(ConfigError, match=r"^workers: 2 processes cannot share an SQLite") as info:
         load_text(tmp_path, "workers = 2")
     assert "use PostgreSQL" in str(info.value)
+
+
+def test_tracing_is_read_from_file_and_environment(tmp_path: Path) -> None:
+    assert load_text(tmp_path, "tracing = true").tracing is True
+    assert load_text(tmp_path, "tracing = true", {"JOURNEY_TRACING": "false"}).tracing is False
+    assert load_settings(environ={"JOURNEY_TRACING": "true"}).tracing is True
+    assert load_settings(environ={"JOURNEY_TRACING": "true"}).describe()["tracing"] is True
+
+
+@pytest.mark.parametrize(
+    ("toml", "environ", "message"),
+    [
+        ('tracing = "yes"', {}, r"^tracing: expected true or false, got string 'yes'$"),
+        ("tracing = 1", {}, r"^tracing: expected true or false, got integer 1$"),
+        (
+            "",
+            {"JOURNEY_TRACING": "1"},
+            r"^JOURNEY_TRACING \(tracing\): expected true or false, got integer 1$",
+        ),
+        (
+            "",
+            {"JOURNEY_TRACING": "on"},
+            r"^JOURNEY_TRACING \(tracing\): not a TOML inline value",
+        ),
+    ],
+)
+def test_bad_tracing_value_names_the_key(
+    tmp_path: Path, toml: str, environ: dict[str, str], message: str
+) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load_text(tmp_path, toml, environ)

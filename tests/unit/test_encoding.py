@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -85,3 +86,23 @@ def test_zero_or_one_sends_each_event_alone_as_before(max_batch_size: int) -> No
     events = [event(1), event(2)]
     sent = [decoded(m) for m in messages(encoded(events), max_batch_size)]
     assert sent == [pb.SubscribeResponse(event=convert.system_event(e)) for e in events]
+
+
+@given(
+    paddings=st.lists(st.integers(min_value=0, max_value=3000), max_size=20),
+    token=st.text(max_size=40),
+)
+def test_a_list_response_parses_as_protobuf_would_send_it(paddings: list[int], token: str) -> None:
+    events = [event(i + 1, p) for i, p in enumerate(paddings)]
+    data = encoding.list_response(encoded(events), token)
+    response = pb.ListSystemEventsResponse.FromString(data)
+    assert list(response.system_events) == [convert.system_event(e) for e in events]
+    assert response.next_page_token == token
+    assert len(data) == response.ByteSize()
+
+
+def test_the_trace_context_is_in_the_encoded_bytes() -> None:
+    context = {"traceparent": "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"}
+    traced = dataclasses.replace(event(1), trace_context=context)
+    assert dict(decoded(encode(traced)).event.trace_context) == context
+    assert dict(decoded(encode(event(1))).event.trace_context) == {}

@@ -154,6 +154,7 @@ class JourneyClient:
         request: Any,
         *,
         retried: bool = True,
+        trace_context: Mapping[str, str] | None = None,
     ) -> Response:
         # Within a channel grpc's retry policy moves a retried call to another address, but
         # round_robin's turn is shared by every call in flight, so under concurrency all of one
@@ -162,6 +163,10 @@ class JourneyClient:
         # addresses a call that still ends UNAVAILABLE is tried again, with backoff, for a few
         # rounds within its deadline; with a channel per address each try also goes to the
         # next channel.
+        metadata = self._metadata
+        if trace_context:
+            # W3C trace context travels as the metadata keys of its HTTP header names.
+            metadata = (*metadata, *trace_context.items())
         several = len(self.connection.servers) > 1
         deadline = (
             None if self._timeout is None else asyncio.get_running_loop().time() + self._timeout
@@ -173,7 +178,7 @@ class JourneyClient:
                 None if deadline is None else max(0.0, deadline - asyncio.get_running_loop().time())
             )
             try:
-                return await method(self._pick())(request, metadata=self._metadata, timeout=timeout)
+                return await method(self._pick())(request, metadata=metadata, timeout=timeout)
             except grpc.aio.AioRpcError as error:
                 if error.code() == grpc.StatusCode.DEADLINE_EXCEEDED and unavailable is not None:
                     # The deadline ran out in a retry: what stopped the call is that no
@@ -198,11 +203,14 @@ class JourneyClient:
         profile_id: str = "",
         session_id: str = "",
         context: Mapping[str, Any] | None = None,
+        trace_context: Mapping[str, str] | None = None,
     ) -> pb.TrackResponse:
         """Store tracked events (a string is an event type with no properties).
 
         An event without an id gets a new UUID here, so that a retry on another server after
         UNAVAILABLE cannot store it twice; the response's `event_ids` tell which.
+        `trace_context` (`traceparent` and maybe `tracestate`, W3C) is sent with the call: the
+        system events it causes carry it, or the server's span for the call if it traces.
         """
         request = pb.TrackRequest(
             source_id=source_id,
@@ -212,12 +220,19 @@ class JourneyClient:
         )
         if context:
             request.context.update(context)
-        return await self._call(lambda s: s.tracker.Track, request)
+        return await self._call(lambda s: s.tracker.Track, request, trace_context=trace_context)
 
-    async def end_session(self, session_id: str, reason: str = "") -> pb.EndSessionResponse:
-        """Close a session; the response carries the system events it caused."""
+    async def end_session(
+        self, session_id: str, reason: str = "", *, trace_context: Mapping[str, str] | None = None
+    ) -> pb.EndSessionResponse:
+        """Close a session; the response carries the system events it caused.
+
+        `trace_context`: as for `track`.
+        """
         request = pb.EndSessionRequest(session_id=session_id, reason=reason)
-        return await self._call(lambda s: s.sessions.EndSession, request, retried=False)
+        return await self._call(
+            lambda s: s.sessions.EndSession, request, retried=False, trace_context=trace_context
+        )
 
     async def get_session(self, session_id: str) -> pb.Session:
         """A session as it stands now."""

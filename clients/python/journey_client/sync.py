@@ -100,17 +100,27 @@ class JourneySyncClient:
         profile_id: str = "",
         session_id: str = "",
         context: Mapping[str, Any] | None = None,
+        trace_context: Mapping[str, str] | None = None,
     ) -> pb.TrackResponse:
         """See JourneyClient.track."""
         return self._loop.run(
             self._client.track(
-                source_id, events, profile_id=profile_id, session_id=session_id, context=context
+                source_id,
+                events,
+                profile_id=profile_id,
+                session_id=session_id,
+                context=context,
+                trace_context=trace_context,
             )
         )
 
-    def end_session(self, session_id: str, reason: str = "") -> pb.EndSessionResponse:
+    def end_session(
+        self, session_id: str, reason: str = "", *, trace_context: Mapping[str, str] | None = None
+    ) -> pb.EndSessionResponse:
         """See JourneyClient.end_session."""
-        return self._loop.run(self._client.end_session(session_id, reason))
+        return self._loop.run(
+            self._client.end_session(session_id, reason, trace_context=trace_context)
+        )
 
     def get_session(self, session_id: str) -> pb.Session:
         """See JourneyClient.get_session."""

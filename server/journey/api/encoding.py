@@ -16,6 +16,10 @@ from journey_client import pb
 MAX_BATCH_BYTES = 1 << 20
 # The key of SubscribeResponse.batch (field 5, length-delimited) on the wire.
 _BATCH_KEY = b"\x2a"
+# The key of ListSystemEventsResponse.next_page_token (field 2, length-delimited).
+_NEXT_PAGE_TOKEN_KEY = b"\x12"
+# The methods whose handlers return their responses already serialized.
+_PRESERIALIZED = ("Subscribe", "ListSystemEvents")
 
 
 def encode(event: SystemEvent) -> bytes:
@@ -36,6 +40,10 @@ def _varint(value: int) -> bytes:
     return bytes(out)
 
 
+def _length_delimited(key: bytes, body: bytes) -> bytes:
+    return key + _varint(len(body)) + body
+
+
 def batch_message(entries: Sequence[bytes]) -> bytes:
     """The SubscribeResponse carrying a SystemEventBatch of encoded events.
 
@@ -45,8 +53,19 @@ def batch_message(entries: Sequence[bytes]) -> bytes:
     event decoded or encoded again (tests/unit/test_encoding.py checks that protobuf parses it as
     the batch it would have built).
     """
-    body = b"".join(entries)
-    return _BATCH_KEY + _varint(len(body)) + body
+    return _length_delimited(_BATCH_KEY, b"".join(entries))
+
+
+def list_response(events: Sequence[EncodedEvent], next_page_token: str) -> bytes:
+    """The serialized ListSystemEventsResponse carrying `events` as they were encoded.
+
+    ListSystemEventsResponse.system_events is field 1 as well: by the same token as in
+    batch_message, the events' stored bytes, one after another, are that repeated field.
+    """
+    body = b"".join(event.data for event in events)
+    if next_page_token:
+        body += _length_delimited(_NEXT_PAGE_TOKEN_KEY, next_page_token.encode())
+    return body
 
 
 def messages(events: Sequence[EncodedEvent], max_batch_size: int) -> Iterator[bytes]:
@@ -86,17 +105,19 @@ class _Registrar:
 
 
 def add_system_event_service(servicer: pb.SystemEventServiceServicer, server: Any) -> None:
-    """Register SystemEventService with Subscribe sending the bytes its servicer writes as they are.
+    """Register SystemEventService with Subscribe and ListSystemEvents sending bytes as they are.
 
-    The generated code registers every method (so a method added to the contract is not
-    missed); only Subscribe's serializer is replaced: grpc sends a response as it is when the
-    handler has no serializer.
+    Their servicer methods write (Subscribe) or return (ListSystemEvents) responses serialized
+    from the events' stored bytes. The generated code registers every method (so a method
+    added to the contract is not missed); only those two serializers are replaced: grpc sends
+    a response as it is when the handler has no serializer.
     """
     registrar = _Registrar()
     # The generated function only calls the two methods _Registrar has.
     pb.add_SystemEventServiceServicer_to_server(servicer, cast(Any, registrar))
     handlers = dict(registrar.handlers)
-    handlers["Subscribe"] = handlers["Subscribe"]._replace(response_serializer=None)
+    for name in _PRESERIALIZED:
+        handlers[name] = handlers[name]._replace(response_serializer=None)
     service = pb.system_event_service_pb2.DESCRIPTOR.services_by_name["SystemEventService"]
     server.add_generic_rpc_handlers(
         (grpc.method_handlers_generic_handler(service.full_name, handlers),)

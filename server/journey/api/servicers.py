@@ -12,6 +12,7 @@ from journey.api.validation import MAX_PAGE_SIZE
 from journey.config import Settings
 from journey.domain.rules import TrackCommand
 from journey.journal import Journal
+from journey.observability import trace_context
 from journey.streaming.follow import (
     BEGINNING,
     END,
@@ -44,6 +45,7 @@ class TrackerServicer(pb.TrackerServiceServicer):
                 profile_id=request.profile_id,
                 session_id=request.session_id,
                 events=[convert.new_tracked_event(e) for e in request.events],
+                trace_context=trace_context.for_events(context.invocation_metadata()),
             )
         )
         return pb.TrackResponse(
@@ -90,10 +92,11 @@ class SystemEventServicer(pb.SystemEventServiceServicer):
         for message in _NOTHING:
             yield message
 
-    async def ListSystemEvents(
+    # Returns the response serialized, as encoding.add_system_event_service registers it to.
+    async def ListSystemEvents(  # type: ignore[override]
         self, request: pb.ListSystemEventsRequest, context: Context
-    ) -> pb.ListSystemEventsResponse:
-        """One page of the log."""
+    ) -> bytes:
+        """One page of the log, each event as it was encoded when committed."""
         after = page_token.decode(request)
         size = min(request.page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
         events = await self._journal.system_events(
@@ -104,9 +107,8 @@ class SystemEventServicer(pb.SystemEventServiceServicer):
             convert.moment(request.end_time) if request.HasField("end_time") else None,
         )
         page, more = events[:size], len(events) > size
-        return pb.ListSystemEventsResponse(
-            system_events=[convert.system_event(e) for e in page],
-            next_page_token=page_token.encode(request, page[-1].position) if more else "",
+        return encoding.list_response(
+            page, page_token.encode(request, page[-1].position) if more else ""
         )
 
 
@@ -141,7 +143,11 @@ class SessionServicer(pb.SessionServiceServicer):
         self, request: pb.EndSessionRequest, context: Context
     ) -> pb.EndSessionResponse:
         """Close a session."""
-        session, events = await self._journal.end_session(request.session_id, request.reason)
+        session, events = await self._journal.end_session(
+            request.session_id,
+            request.reason,
+            trace_context.for_events(context.invocation_metadata()),
+        )
         return pb.EndSessionResponse(
             session=convert.session(session),
             system_events=[convert.system_event(e) for e in events],

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
+from types import MappingProxyType
 from typing import Any
 
 
@@ -30,6 +31,10 @@ class SystemEventType(enum.IntEnum):
             if member.slug == slug:
                 return member
         raise ValueError(f"unknown system event type {slug!r}")
+
+
+# No trace context: what events caused by an untraced call, or by a timeout, carry.
+NO_TRACE_CONTEXT: Mapping[str, str] = MappingProxyType({})
 
 
 class SessionState(enum.IntEnum):
@@ -116,6 +121,8 @@ class SystemEvent:
     session_id: str
     source_id: str
     properties: dict[str, Any]
+    # The W3C trace context (`traceparent`, `tracestate`) of the call that caused it, if any.
+    trace_context: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)

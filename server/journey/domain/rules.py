@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
 from journey.domain.errors import FailedPrecondition
 from journey.domain.model import (
+    NO_TRACE_CONTEXT,
     NewTrackedEvent,
     Profile,
     Session,
@@ -30,6 +31,8 @@ class TrackCommand:
     profile_id: str
     session_id: str
     events: Sequence[NewTrackedEvent]
+    # The W3C trace context the system events it causes carry (empty: none).
+    trace_context: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -53,6 +56,8 @@ class Outcome:
     updated_session: Session | None = None
     tracked_events: tuple[TrackedEvent, ...] = ()
     system_events: tuple[SystemEventDraft, ...] = ()
+    # The W3C trace context every one of `system_events` carries (empty: none).
+    trace_context: Mapping[str, str] = field(default_factory=dict)
 
 
 def profile_id_to_load(command: TrackCommand, session: Session | None) -> str:
@@ -220,6 +225,7 @@ def decide_track(
         updated_session=updated_session,
         tracked_events=tracked,
         system_events=_enabled(drafts, policy),
+        trace_context=command.trace_context,
     )
 
 
@@ -233,8 +239,16 @@ def close_deadline(session: Session, policy: Policy) -> datetime:
     return session.last_activity_time + policy.session_timeout
 
 
-def decide_expiry(session: Session, now: datetime, policy: Policy) -> Outcome | None:
-    """Apply the timeout rules 4 and 6; None when nothing is due at `now`."""
+def decide_expiry(
+    session: Session,
+    now: datetime,
+    policy: Policy,
+    trace_context: Mapping[str, str] = NO_TRACE_CONTEXT,
+) -> Outcome | None:
+    """Apply the timeout rules 4 and 6; None when nothing is due at `now`.
+
+    `trace_context` is the sweep's, when it is traced.
+    """
     if session.state is SessionState.CLOSED:
         return None
     drafts: list[SystemEventDraft] = []
@@ -254,11 +268,21 @@ def decide_expiry(session: Session, now: datetime, policy: Policy) -> Outcome | 
         session_id=session.id,
         updated_session=changed,
         system_events=_enabled(drafts, policy),
+        trace_context=trace_context,
     )
 
 
-def decide_end(session: Session, reason: str, now: datetime, policy: Policy) -> Outcome:
-    """Apply rule 6 to EndSession: `visit-ended` if a visit is open, then `session-closed`."""
+def decide_end(
+    session: Session,
+    reason: str,
+    now: datetime,
+    policy: Policy,
+    trace_context: Mapping[str, str] = NO_TRACE_CONTEXT,
+) -> Outcome:
+    """Apply rule 6 to EndSession: `visit-ended` if a visit is open, then `session-closed`.
+
+    `trace_context` is the EndSession call's: the events carry it.
+    """
     if session.state is SessionState.CLOSED:
         raise FailedPrecondition(f"session {session.id!r} is already closed")
     drafts: list[SystemEventDraft] = []
@@ -271,6 +295,7 @@ def decide_end(session: Session, reason: str, now: datetime, policy: Policy) -> 
         session_id=session.id,
         updated_session=closed,
         system_events=_enabled(drafts, policy),
+        trace_context=trace_context,
     )
 
 

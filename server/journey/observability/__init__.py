@@ -1,1 +1,1 @@
-"""Observability: what the server tells its operators (Prometheus metrics)."""
+"""Observability: Prometheus metrics, the trace context events carry, and tracing (optional)."""

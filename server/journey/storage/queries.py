@@ -53,7 +53,11 @@ class Queries:
         start_time: datetime | None = None,
         end_time: datetime | None = None,
     ) -> list[SystemEvent]:
-        """Up to `limit` matching events with `after < position <= up_to`, in position order."""
+        """Up to `limit` matching events with `after < position <= up_to`, in position order.
+
+        Read from the columns, which do not hold the trace context: readers are given
+        `encoded_system_events`; this serves checks that the two agree.
+        """
         query = statements.system_events_page(
             event_filter, after, limit, up_to, start_time, end_time
         )
@@ -63,10 +67,22 @@ class Queries:
         return [system_event_from_row(row) for row in rows]
 
     async def encoded_system_events(
-        self, event_filter: SystemEventFilter, after: int, limit: int, *, up_to: int | None = None
+        self,
+        event_filter: SystemEventFilter,
+        after: int,
+        limit: int,
+        *,
+        up_to: int | None = None,
+        start_time: datetime | None = None,
+        end_time: datetime | None = None,
     ) -> list[EncodedEvent]:
-        """Up to `limit` matching events with `after < position <= up_to` as they are sent."""
-        query = statements.system_events_page(event_filter, after, limit, up_to, encoded=True)
+        """Up to `limit` matching events with `after < position <= up_to` as they are sent.
+
+        What every reader is given: only these bytes hold an event's trace context.
+        """
+        query = statements.system_events_page(
+            event_filter, after, limit, up_to, start_time, end_time, encoded=True
+        )
         with as_unavailable(self._on_failure):
             async with self._database.sessions() as s:
                 rows = (await s.execute(query)).all()

@@ -42,7 +42,7 @@ def session_from_row(row: Row[Any]) -> Session:
 
 
 def system_event_from_row(row: Row[Any]) -> SystemEvent:
-    """A system event from a `system_events` row."""
+    """A system event from a `system_events` row; its trace context is only in `encoded`."""
     return SystemEvent(
         position=row.position,
         id=row.id,
@@ -74,7 +74,7 @@ def row(record: Any) -> tuple[Any, ...]:
 
 
 def field_names(cls: type) -> tuple[str, ...]:
-    """The field names of a domain dataclass, in the order `row` gives their values."""
+    """The stored field names of a domain dataclass, in the order `row` gives their values."""
     return (_SHAPES.get(cls) or _shape(cls)).names
 
 
@@ -89,11 +89,17 @@ class _Shape:
 _SHAPES: dict[type, _Shape] = {}
 
 
+# Fields that have no column: a system event's trace context lives only in its encoded form
+# (`system_events.encoded`), which is what every reader is sent.
+_NOT_STORED: dict[type, frozenset[str]] = {SystemEvent: frozenset({"trace_context"})}
+
+
 def _shape(cls: type) -> _Shape:
     # Worked out once per class: row() runs once per staged row, and dataclasses.fields()
     # and a per-value isinstance were most of its cost.
     hints = typing.get_type_hints(cls)
-    names = tuple(f.name for f in dataclasses.fields(cls))
+    skipped = _NOT_STORED.get(cls, frozenset())
+    names = tuple(f.name for f in dataclasses.fields(cls) if f.name not in skipped)
     enums = tuple(i for i, n in enumerate(names) if hints[n] in (SessionState, SystemEventType))
     if len(names) < 2:
         raise TypeError(f"{cls.__name__} has fewer than two fields")  # attrgetter's shape

@@ -187,6 +187,7 @@ class UnitOfWork:
                 session_id=d.session_id,
                 source_id=d.source_id,
                 properties=d.properties,
+                trace_context=outcome.trace_context,
             )
             for position, d in zip(positions, outcome.system_events, strict=True)
         )

@@ -26,25 +26,29 @@ from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1djourney/v1/system_event.proto\x12\njourney.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xb9\x02\n\x0bSystemEvent\x12\x1a\n\x08position\x18\x01 \x01(\x04R\x08position\x12\x0e\n\x02id\x18\x02 \x01(\tR\x02id\x12/\n\x04type\x18\x03 \x01(\x0e\x32\x1b.journey.v1.SystemEventTypeR\x04type\x12\x39\n\noccur_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\toccurTime\x12\x1d\n\nprofile_id\x18\x05 \x01(\tR\tprofileId\x12\x1d\n\nsession_id\x18\x06 \x01(\tR\tsessionId\x12\x1b\n\tsource_id\x18\x07 \x01(\tR\x08sourceId\x12\x37\n\nproperties\x18\x08 \x01(\x0b\x32\x17.google.protobuf.StructR\nproperties\"\xa1\x01\n\x11SystemEventFilter\x12\x31\n\x05types\x18\x01 \x03(\x0e\x32\x1b.journey.v1.SystemEventTypeR\x05types\x12\x1d\n\nprofile_id\x18\x02 \x01(\tR\tprofileId\x12\x1d\n\nsession_id\x18\x03 \x01(\tR\tsessionId\x12\x1b\n\tsource_id\x18\x04 \x01(\tR\x08sourceId\"e\n\nCheckpoint\x12\x1a\n\x08position\x18\x01 \x01(\x04R\x08position\x12;\n\x0bserver_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\nserverTime\"C\n\x10SystemEventBatch\x12/\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x17.journey.v1.SystemEventR\x06\x65vents\"&\n\x08\x43\x61ughtUp\x12\x1a\n\x08position\x18\x01 \x01(\x04R\x08position\"(\n\nFellBehind\x12\x1a\n\x08position\x18\x01 \x01(\x04R\x08position*\xef\x01\n\x0fSystemEventType\x12!\n\x1dSYSTEM_EVENT_TYPE_UNSPECIFIED\x10\x00\x12%\n!SYSTEM_EVENT_TYPE_PROFILE_CREATED\x10\x01\x12$\n SYSTEM_EVENT_TYPE_SESSION_OPENED\x10\x02\x12#\n\x1fSYSTEM_EVENT_TYPE_VISIT_STARTED\x10\x03\x12!\n\x1dSYSTEM_EVENT_TYPE_VISIT_ENDED\x10\x04\x12$\n SYSTEM_EVENT_TYPE_SESSION_CLOSED\x10\x05\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1djourney/v1/system_event.proto\x12\njourney.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xca\x03\n\x0bSystemEvent\x12\x1a\n\x08position\x18\x01 \x01(\x04R\x08position\x12\x0e\n\x02id\x18\x02 \x01(\tR\x02id\x12/\n\x04type\x18\x03 \x01(\x0e\x32\x1b.journey.v1.SystemEventTypeR\x04type\x12\x39\n\noccur_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\toccurTime\x12\x1d\n\nprofile_id\x18\x05 \x01(\tR\tprofileId\x12\x1d\n\nsession_id\x18\x06 \x01(\tR\tsessionId\x12\x1b\n\tsource_id\x18\x07 \x01(\tR\x08sourceId\x12\x37\n\nproperties\x18\x08 \x01(\x0b\x32\x17.google.protobuf.StructR\nproperties\x12N\n\rtrace_context\x18\t \x03(\x0b\x32).journey.v1.SystemEvent.TraceContextEntryR\x0ctraceContext\x1a?\n\x11TraceContextEntry\x12\x10\n\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n\x05value\x18\x02 \x01(\tR\x05value:\x02\x38\x01\"\xa1\x01\n\x11SystemEventFilter\x12\x31\n\x05types\x18\x01 \x03(\x0e\x32\x1b.journey.v1.SystemEventTypeR\x05types\x12\x1d\n\nprofile_id\x18\x02 \x01(\tR\tprofileId\x12\x1d\n\nsession_id\x18\x03 \x01(\tR\tsessionId\x12\x1b\n\tsource_id\x18\x04 \x01(\tR\x08sourceId\"e\n\nCheckpoint\x12\x1a\n\x08position\x18\x01 \x01(\x04R\x08position\x12;\n\x0bserver_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\nserverTime\"C\n\x10SystemEventBatch\x12/\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x17.journey.v1.SystemEventR\x06\x65vents\"&\n\x08\x43\x61ughtUp\x12\x1a\n\x08position\x18\x01 \x01(\x04R\x08position\"(\n\nFellBehind\x12\x1a\n\x08position\x18\x01 \x01(\x04R\x08position*\xef\x01\n\x0fSystemEventType\x12!\n\x1dSYSTEM_EVENT_TYPE_UNSPECIFIED\x10\x00\x12%\n!SYSTEM_EVENT_TYPE_PROFILE_CREATED\x10\x01\x12$\n SYSTEM_EVENT_TYPE_SESSION_OPENED\x10\x02\x12#\n\x1fSYSTEM_EVENT_TYPE_VISIT_STARTED\x10\x03\x12!\n\x1dSYSTEM_EVENT_TYPE_VISIT_ENDED\x10\x04\x12$\n SYSTEM_EVENT_TYPE_SESSION_CLOSED\x10\x05\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'journey.v1.system_event_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_SYSTEMEVENTTYPE']._serialized_start=843
-  _globals['_SYSTEMEVENTTYPE']._serialized_end=1082
+  _globals['_SYSTEMEVENT_TRACECONTEXTENTRY']._loaded_options = None
+  _globals['_SYSTEMEVENT_TRACECONTEXTENTRY']._serialized_options = b'8\001'
+  _globals['_SYSTEMEVENTTYPE']._serialized_start=988
+  _globals['_SYSTEMEVENTTYPE']._serialized_end=1227
   _globals['_SYSTEMEVENT']._serialized_start=109
-  _globals['_SYSTEMEVENT']._serialized_end=422
-  _globals['_SYSTEMEVENTFILTER']._serialized_start=425
-  _globals['_SYSTEMEVENTFILTER']._serialized_end=586
-  _globals['_CHECKPOINT']._serialized_start=588
-  _globals['_CHECKPOINT']._serialized_end=689
-  _globals['_SYSTEMEVENTBATCH']._serialized_start=691
-  _globals['_SYSTEMEVENTBATCH']._serialized_end=758
-  _globals['_CAUGHTUP']._serialized_start=760
-  _globals['_CAUGHTUP']._serialized_end=798
-  _globals['_FELLBEHIND']._serialized_start=800
-  _globals['_FELLBEHIND']._serialized_end=840
+  _globals['_SYSTEMEVENT']._serialized_end=567
+  _globals['_SYSTEMEVENT_TRACECONTEXTENTRY']._serialized_start=504
+  _globals['_SYSTEMEVENT_TRACECONTEXTENTRY']._serialized_end=567
+  _globals['_SYSTEMEVENTFILTER']._serialized_start=570
+  _globals['_SYSTEMEVENTFILTER']._serialized_end=731
+  _globals['_CHECKPOINT']._serialized_start=733
+  _globals['_CHECKPOINT']._serialized_end=834
+  _globals['_SYSTEMEVENTBATCH']._serialized_start=836
+  _globals['_SYSTEMEVENTBATCH']._serialized_end=903
+  _globals['_CAUGHTUP']._serialized_start=905
+  _globals['_CAUGHTUP']._serialized_end=943
+  _globals['_FELLBEHIND']._serialized_start=945
+  _globals['_FELLBEHIND']._serialized_end=985
 # @@protoc_insertion_point(module_scope)

@@ -78,6 +78,26 @@ class SystemEvent(_message.Message):
 
     DESCRIPTOR: _descriptor.Descriptor
 
+    @_typing.final
+    class TraceContextEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
     POSITION_FIELD_NUMBER: _builtins.int
     ID_FIELD_NUMBER: _builtins.int
     TYPE_FIELD_NUMBER: _builtins.int
@@ -86,6 +106,7 @@ class SystemEvent(_message.Message):
     SESSION_ID_FIELD_NUMBER: _builtins.int
     SOURCE_ID_FIELD_NUMBER: _builtins.int
     PROPERTIES_FIELD_NUMBER: _builtins.int
+    TRACE_CONTEXT_FIELD_NUMBER: _builtins.int
     position: _builtins.int
     """The event's place in the log: assigned in commit order, strictly
     increasing, never reused. Resume a subscription after it with
@@ -120,6 +141,19 @@ class SystemEvent(_message.Message):
         `session-closed`: `reason` (`timeout`, or the EndSession reason).
         """
 
+    @_builtins.property
+    def trace_context(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """The W3C trace context (https://www.w3.org/TR/trace-context/) of the call
+        that caused the event, to continue its trace: `traceparent` and, when
+        present, `tracestate`, in the format of the HTTP headers of those names.
+        With the server's `tracing` on, it is the context of the server's span
+        for the call (a child of the caller's); otherwise the caller's own, as
+        received in the call's metadata. Empty when the call carried no valid
+        `traceparent`. A timeout-driven event carries the context of the sweep
+        that emitted it when `tracing` is on, and none otherwise; but one that a
+        Track found overdue (before the sweep came to it) carries that Track's.
+        """
+
     def __init__(
         self,
         *,
@@ -131,10 +165,11 @@ class SystemEvent(_message.Message):
         session_id: _builtins.str = ...,
         source_id: _builtins.str = ...,
         properties: _struct_pb2.Struct | None = ...,
+        trace_context: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["occur_time", b"occur_time", "properties", b"properties"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id", "occur_time", b"occur_time", "position", b"position", "profile_id", b"profile_id", "properties", b"properties", "session_id", b"session_id", "source_id", b"source_id", "type", b"type"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id", "occur_time", b"occur_time", "position", b"position", "profile_id", b"profile_id", "properties", b"properties", "session_id", b"session_id", "source_id", b"source_id", "trace_context", b"trace_context", "type", b"type"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
