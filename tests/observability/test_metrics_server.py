@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import grpc
 import pytest
@@ -168,8 +169,14 @@ async def test_the_metrics_port_is_released_at_stop() -> None:
         await server.stop(1.0)
 
 
-async def test_a_taken_metrics_port_stops_the_start(make_settings: SettingsFactory) -> None:
+async def test_a_taken_metrics_port_stops_the_start(
+    make_settings: SettingsFactory, tmp_path: Path
+) -> None:
     async with serving(make_settings(metrics_listen="127.0.0.1:0")) as h:
-        taken = make_settings(metrics_listen=f"127.0.0.1:{h.server.metrics_port}")
+        # A database of its own: an SQLite file belongs to one server.
+        taken = make_settings(
+            metrics_listen=f"127.0.0.1:{h.server.metrics_port}",
+            database_url=f"sqlite+aiosqlite:///{tmp_path / 'other.db'}",
+        )
         with pytest.raises(StartupError, match="metrics_listen: cannot listen on"):
             await create_server(taken)
