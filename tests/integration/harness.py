@@ -12,6 +12,10 @@ import grpc
 from journey.app import JourneyServer, create_server
 from journey.clock import Clock
 from journey.config import Settings
+from journey.domain.model import SystemEvent, SystemEventFilter
+from journey.storage import statements
+from journey.storage.database import Database
+from journey.storage.records import system_event_from_row
 from journey_client import pb
 
 
@@ -101,3 +105,11 @@ async def status_of(call: Awaitable[Any]) -> grpc.StatusCode:
 def types_of(events: Sequence[pb.SystemEvent]) -> list[int]:
     """The types of these events, in order."""
     return [e.type for e in events]
+
+
+async def stored_system_events(database: Database, limit: int) -> list[SystemEvent]:
+    """The first `limit` events as their row columns hold them (readers get the encoded bytes)."""
+    query = statements.system_events_page(SystemEventFilter(), 0, limit)
+    async with database.sessions() as session:
+        rows = (await session.execute(query)).all()
+    return [system_event_from_row(row) for row in rows]

@@ -24,7 +24,7 @@ from journey.storage.unit_of_work import UnitOfWork
 from journey.storage.writer import Writer
 from journey_client import pb
 from tests.conftest import SettingsFactory
-from tests.integration.harness import serving
+from tests.integration.harness import serving, stored_system_events
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -84,7 +84,7 @@ async def test_a_refused_or_failing_call_leaves_the_rest_of_its_batch_committed(
     assert isinstance(second, tuple)
     # Positions stay contiguous: the failed call gave its number back.
     assert [e.position for e in first + second] == [1, 2]
-    stored = await Queries(database).system_events(SystemEventFilter(), 0, 10)
+    stored = await stored_system_events(database, 10)
     assert [(e.position, e.session_id) for e in stored] == [(1, "good"), (2, "good")]
     assert [e.position for e in published] == [1, 2]
     # Each stored event is kept encoded, as its subscribers are sent it, and published so.

@@ -23,7 +23,7 @@ from journey.storage.queries import Queries
 from journey.storage.schema import Base
 from journey_client import pb
 from tests.conftest import SettingsFactory
-from tests.integration.harness import serving
+from tests.integration.harness import serving, stored_system_events
 
 
 async def run_sql(url: str, *statements: str) -> None:
@@ -157,7 +157,7 @@ async def test_an_interrupted_fill_is_finished_at_the_next_start_and_then_costs_
         # this start, in which revision 0002 ran again and finished.
         assert encoded_counts == [11]
         assert database.migration == migrate.Outcome(("0002_fill_encoded",), migrate.head())
-        stored = await Queries(database).system_events(SystemEventFilter(), 0, 100)
+        stored = await stored_system_events(database, 100)
         replayed = await Queries(database).encoded_system_events(SystemEventFilter(), 0, 100)
     finally:
         await database.close()

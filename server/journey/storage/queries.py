@@ -43,29 +43,6 @@ class Queries:
                 row = (await s.execute(statements.profile_by_id(profile_id))).first()
         return profile_from_row(row) if row is not None else None
 
-    async def system_events(
-        self,
-        event_filter: SystemEventFilter,
-        after: int,
-        limit: int,
-        *,
-        up_to: int | None = None,
-        start_time: datetime | None = None,
-        end_time: datetime | None = None,
-    ) -> list[SystemEvent]:
-        """Up to `limit` matching events with `after < position <= up_to`, in position order.
-
-        Read from the columns, which do not hold the trace context: readers are given
-        `encoded_system_events`; this serves checks that the two agree.
-        """
-        query = statements.system_events_page(
-            event_filter, after, limit, up_to, start_time, end_time
-        )
-        with as_unavailable(self._on_failure):
-            async with self._database.sessions() as s:
-                rows = (await s.execute(query)).all()
-        return [system_event_from_row(row) for row in rows]
-
     async def encoded_system_events(
         self,
         event_filter: SystemEventFilter,
