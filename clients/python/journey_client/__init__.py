@@ -2,6 +2,7 @@
 
 from journey_client.client import JourneyClient, tracked_event
 from journey_client.connection import DEFAULT_SERVER, Tls
+from journey_client.consumer import Consumer, Delivery
 from journey_client.errors import (
     FailedPrecondition,
     FieldViolation,
@@ -16,11 +17,13 @@ from journey_client.errors import (
 )
 from journey_client.filters import Start, event_filter
 from journey_client.subscription import Backoff, Subscription
-from journey_client.sync import JourneySyncClient
+from journey_client.sync import JourneySyncClient, SyncConsumer, SyncDelivery
 
 __all__ = [
     "DEFAULT_SERVER",
     "Backoff",
+    "Consumer",
+    "Delivery",
     "FailedPrecondition",
     "FieldViolation",
     "InvalidArgument",
@@ -33,6 +36,8 @@ __all__ = [
     "ResourceExhausted",
     "Start",
     "Subscription",
+    "SyncConsumer",
+    "SyncDelivery",
     "Tls",
     "Unauthenticated",
     "Unavailable",

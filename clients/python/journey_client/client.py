@@ -1,4 +1,4 @@
-"""The asyncio client: one method per call, typed errors, and resuming subscriptions."""
+"""The asyncio client: one method per call, typed errors, resuming subscriptions, consumers."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from collections.abc import (
     Sequence,
 )
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar
@@ -24,8 +24,10 @@ import grpc
 
 from journey_client import pb
 from journey_client.connection import DEFAULT_SERVER, Connection, Tls
+from journey_client.consumer import DEFAULT_MAX_IN_FLIGHT, ConsumeCall, Consumer
 from journey_client.errors import from_rpc_error
 from journey_client.filters import DEFAULT_MAX_BATCH_SIZE, Start
+from journey_client.groups import create_request
 from journey_client.subscription import Backoff, Subscription
 
 Response = TypeVar("Response")
@@ -74,6 +76,7 @@ class _Stubs:
     events: pb.SystemEventServiceAsyncStub
     sessions: pb.SessionServiceAsyncStub
     settings: pb.SettingsServiceAsyncStub
+    groups: pb.ConsumerGroupServiceAsyncStub
 
     @classmethod
     def on(cls, channel: grpc.aio.Channel) -> _Stubs:
@@ -82,6 +85,7 @@ class _Stubs:
             pb.SystemEventServiceStub(channel),
             pb.SessionServiceStub(channel),
             pb.SettingsServiceStub(channel),
+            pb.ConsumerGroupServiceStub(channel),
         )
 
 
@@ -302,3 +306,100 @@ class JourneyClient:
             max_attempts=max_attempts,
             max_batch_size=max_batch_size,
         )
+
+    def consume(
+        self,
+        group: str,
+        *,
+        max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
+        max_attempts: int | None = None,
+    ) -> Consumer:
+        """Join a consumer group as a member: an async iterator of its deliveries.
+
+        Handle each delivery's `event`, then `await d.ack()` (or `nack`, `reject`); those
+        wait until the server says the outcome is durable (see Delivery). At most
+        `max_in_flight` deliveries are unsettled at once. The stream reconnects with backoff,
+        on another server when several are given; `max_attempts` bounds consecutive failed
+        reconnects (None: for ever). `await consumer.aclose()` leaves the group.
+        """
+
+        def open_call() -> ConsumeCall:
+            # No deadline: a member stays until it leaves. Each (re)join is a new pick.
+            call: ConsumeCall = self._pick().groups.Consume(None, metadata=self._metadata)
+            return call
+
+        return Consumer(
+            open_call,
+            group,
+            max_in_flight=max_in_flight,
+            backoff=self._backoff,
+            max_attempts=max_attempts,
+        )
+
+    async def create_consumer_group(
+        self,
+        name: str,
+        filter: pb.SystemEventFilter | None = None,
+        start: Start = "end",
+        *,
+        ack_timeout: float | timedelta | None = None,
+        max_attempts: int = 0,
+        ordering: str | int = "none",
+    ) -> pb.ConsumerGroup:
+        """Create a group (or get it, when one exists with the same settings).
+
+        `start`: "beginning", "end" or a position (exclusive), used only when it is created.
+        `ack_timeout` in seconds (None: the server's 30 s); `max_attempts` 0: the server's 5;
+        `ordering`: "none", "session" or "profile".
+        """
+        request = create_request(
+            name,
+            filter,
+            start,
+            ack_timeout=ack_timeout,
+            max_attempts=max_attempts,
+            ordering_=ordering,
+        )
+        return await self._call(lambda s: s.groups.CreateConsumerGroup, request)
+
+    async def get_consumer_group(self, name: str) -> pb.ConsumerGroup:
+        """A group, with its state (ack floor, pending, in flight, dead letters, members)."""
+        request = pb.GetConsumerGroupRequest(name=name)
+        return await self._call(lambda s: s.groups.GetConsumerGroup, request)
+
+    async def list_consumer_groups(self, *, page_size: int = 0) -> AsyncIterator[pb.ConsumerGroup]:
+        """Every group, in name order, fetching page after page."""
+        request = pb.ListConsumerGroupsRequest(page_size=page_size)
+        while True:
+            page = await self._call(lambda s: s.groups.ListConsumerGroups, request)
+            for group in page.consumer_groups:
+                yield group
+            if not page.next_page_token:
+                return
+            request.page_token = page.next_page_token
+
+    async def delete_consumer_group(self, name: str) -> None:
+        """Delete a group; its members' streams end with NOT_FOUND."""
+        request = pb.DeleteConsumerGroupRequest(name=name)
+        # Not retried: a retry of a delete that went through would answer NOT_FOUND.
+        await self._call(lambda s: s.groups.DeleteConsumerGroup, request, retried=False)
+
+    async def list_dead_letters(
+        self, name: str, *, page_size: int = 0
+    ) -> AsyncIterator[pb.DeadLetter]:
+        """Every dead letter of a group, in position order, fetching page after page."""
+        request = pb.ListDeadLettersRequest(name=name, page_size=page_size)
+        while True:
+            page = await self._call(lambda s: s.groups.ListDeadLetters, request)
+            for dead_letter in page.dead_letters:
+                yield dead_letter
+            if not page.next_page_token:
+                return
+            request.page_token = page.next_page_token
+
+    async def redrive_dead_letters(self, name: str) -> int:
+        """Put all of a group's dead letters back to be delivered again; returns how many."""
+        request = pb.RedriveDeadLettersRequest(name=name)
+        # Not retried: a second redrive would count (and move) what came in since.
+        response = await self._call(lambda s: s.groups.RedriveDeadLetters, request, retried=False)
+        return response.count

@@ -22,13 +22,19 @@ RECONNECT_OPTIONS = (
 # Calls that may run twice without harm: Track because every event carries an id (the client
 # gives one when the caller did not, and a server stores an id once per source), the rest
 # because they only read. EndSession is left out: a retry of a close that committed would
-# answer FAILED_PRECONDITION. Subscribe is left out: Subscription resumes it itself.
+# answer FAILED_PRECONDITION. Subscribe is left out: Subscription resumes it itself, and Consume
+# (Consumer joins again). CreateConsumerGroup is in: creating a group again with the same
+# settings returns it. DeleteConsumerGroup and RedriveDeadLetters are out, as EndSession.
 RETRIED_METHODS = (
     ("journey.v1.TrackerService", "Track"),
     ("journey.v1.SessionService", "GetSession"),
     ("journey.v1.SessionService", "GetProfile"),
     ("journey.v1.SettingsService", "GetSettings"),
     ("journey.v1.SystemEventService", "ListSystemEvents"),
+    ("journey.v1.ConsumerGroupService", "CreateConsumerGroup"),
+    ("journey.v1.ConsumerGroupService", "GetConsumerGroup"),
+    ("journey.v1.ConsumerGroupService", "ListConsumerGroups"),
+    ("journey.v1.ConsumerGroupService", "ListDeadLetters"),
 )
 # Each retry attempt is a new pick: under round_robin, checked, it lands on another replica.
 # grpc caps maxAttempts at 5.

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Coroutine, Iterable, Iterator, Mapping, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from types import TracebackType
 from typing import Any, TypeVar
 
 from journey_client import pb
 from journey_client.client import JourneyClient
 from journey_client.connection import DEFAULT_SERVER
+from journey_client.consumer import DEFAULT_MAX_IN_FLIGHT, Consumer, Delivery
 from journey_client.filters import DEFAULT_MAX_BATCH_SIZE, Start
 from journey_client.subscription import Subscription
 
@@ -60,6 +61,68 @@ class SyncSubscription:
     def close(self) -> None:
         """Cancel the stream."""
         self._loop.run(self._subscription.aclose())
+
+
+class SyncDelivery:
+    """A Delivery whose `ack`, `nack`, `reject` and `extend` block; see Delivery."""
+
+    def __init__(self, loop: _Loop, delivery: Delivery) -> None:
+        self._loop = loop
+        self._delivery = delivery
+        self.delivery_id = delivery.delivery_id
+        self.attempt = delivery.attempt
+        self.event = delivery.event
+
+    @property
+    def void(self) -> bool:
+        """See Delivery.void."""
+        return self._delivery.void
+
+    def ack(self, *, wait: bool = True) -> bool:
+        """See Delivery.ack."""
+        return self._loop.run(self._delivery.ack(wait=wait))
+
+    def nack(self, delay: float | timedelta | None = None, *, wait: bool = True) -> bool:
+        """See Delivery.nack."""
+        return self._loop.run(self._delivery.nack(delay, wait=wait))
+
+    def reject(self, reason: str = "", *, wait: bool = True) -> bool:
+        """See Delivery.reject."""
+        return self._loop.run(self._delivery.reject(reason, wait=wait))
+
+    def extend(self) -> bool:
+        """See Delivery.extend."""
+        return self._loop.run(self._delivery.extend())
+
+    def wait_settled(self) -> bool:
+        """See Delivery.wait_settled."""
+        return self._loop.run(self._delivery.wait_settled())
+
+
+class SyncConsumer:
+    """A blocking iterator over a Consumer's deliveries.
+
+    The stream is read only while a call of this facade runs (iterating, acking): a handler
+    that blocks for long should `extend()` its delivery, as an asyncio one would.
+    """
+
+    def __init__(self, loop: _Loop, consumer: Consumer) -> None:
+        self._loop = loop
+        self._consumer = consumer
+
+    @property
+    def reconnects(self) -> int:
+        """How often the stream was joined again."""
+        return self._consumer.reconnects
+
+    def __iter__(self) -> Iterator[SyncDelivery]:
+        """The deliveries, as the server hands them out."""
+        for delivery in self._loop.iterate(self._consumer):
+            yield SyncDelivery(self._loop, delivery)
+
+    def close(self, grace: float = 5.0) -> None:
+        """Leave the group (see Consumer.aclose)."""
+        self._loop.run(self._consumer.aclose(grace))
 
 
 class JourneySyncClient:
@@ -162,3 +225,58 @@ class JourneySyncClient:
             filter, start, max_attempts=max_attempts, max_batch_size=max_batch_size
         )
         return SyncSubscription(self._loop, subscription)
+
+    def consume(
+        self,
+        group: str,
+        *,
+        max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
+        max_attempts: int | None = None,
+    ) -> SyncConsumer:
+        """See JourneyClient.consume."""
+        consumer = self._client.consume(
+            group, max_in_flight=max_in_flight, max_attempts=max_attempts
+        )
+        return SyncConsumer(self._loop, consumer)
+
+    def create_consumer_group(
+        self,
+        name: str,
+        filter: pb.SystemEventFilter | None = None,
+        start: Start = "end",
+        *,
+        ack_timeout: float | timedelta | None = None,
+        max_attempts: int = 0,
+        ordering: str | int = "none",
+    ) -> pb.ConsumerGroup:
+        """See JourneyClient.create_consumer_group."""
+        return self._loop.run(
+            self._client.create_consumer_group(
+                name,
+                filter,
+                start,
+                ack_timeout=ack_timeout,
+                max_attempts=max_attempts,
+                ordering=ordering,
+            )
+        )
+
+    def get_consumer_group(self, name: str) -> pb.ConsumerGroup:
+        """See JourneyClient.get_consumer_group."""
+        return self._loop.run(self._client.get_consumer_group(name))
+
+    def list_consumer_groups(self, *, page_size: int = 0) -> Iterator[pb.ConsumerGroup]:
+        """See JourneyClient.list_consumer_groups."""
+        return self._loop.iterate(self._client.list_consumer_groups(page_size=page_size))
+
+    def delete_consumer_group(self, name: str) -> None:
+        """See JourneyClient.delete_consumer_group."""
+        self._loop.run(self._client.delete_consumer_group(name))
+
+    def list_dead_letters(self, name: str, *, page_size: int = 0) -> Iterator[pb.DeadLetter]:
+        """See JourneyClient.list_dead_letters."""
+        return self._loop.iterate(self._client.list_dead_letters(name, page_size=page_size))
+
+    def redrive_dead_letters(self, name: str) -> int:
+        """See JourneyClient.redrive_dead_letters."""
+        return self._loop.run(self._client.redrive_dead_letters(name))
