@@ -1,4 +1,4 @@
-"""The client commands of `journey` (track, subscribe, events, session, profile, settings)."""
+"""The client commands of `journey` (track, subscribe, events, session, profile, settings...)."""
 
 from __future__ import annotations
 
@@ -224,6 +224,11 @@ def add_commands(commands: Any) -> None:
     parser.add_argument("profile_id", metavar="PROFILE_ID")
 
     _command(commands, "settings", settings, "print the server's settings")
+
+    # The consumer-group commands live in their own module, which builds on this one's helpers.
+    from journey_client import cli_groups
+
+    cli_groups.add_commands(commands)
 
 
 async def _run(args: argparse.Namespace) -> None:
