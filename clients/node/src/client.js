@@ -4,9 +4,18 @@ import fs from "node:fs";
 import grpc from "@grpc/grpc-js";
 import { eventFilter, journey, systemEvent, trackedEvent } from "./proto.js";
 import { serviceConfig, splitServers, targets } from "./servers.js";
+import { Consumer, DEFAULT_MAX_IN_FLIGHT } from "./consumer.js";
 import { DEFAULT_MAX_BATCH_SIZE, Subscription } from "./subscription.js";
 
 export const DEFAULT_SERVER = "127.0.0.1:50051";
+
+const ORDERINGS = { none: "CONSUMER_GROUP_ORDERING_NONE", session: "CONSUMER_GROUP_ORDERING_SESSION", profile: "CONSUMER_GROUP_ORDERING_PROFILE" };
+
+function orderingOf(name) {
+  const value = ORDERINGS[name] ?? name;
+  if (!Object.values(ORDERINGS).includes(value)) throw new Error(`ordering must be none, session or profile, not ${name}`);
+  return value;
+}
 
 // grpc's own reconnect backoff grows to 120 s; a restarted server should be found quickly.
 const CHANNEL_OPTIONS = {
@@ -33,6 +42,7 @@ function stubs(target, creds) {
     events: new journey.SystemEventService(target, creds, { channelOverride }),
     sessions: new journey.SessionService(target, creds, { channelOverride }),
     settings: new journey.SettingsService(target, creds, { channelOverride }),
+    groups: new journey.ConsumerGroupService(target, creds, { channelOverride }),
   };
 }
 
@@ -113,6 +123,40 @@ export class JourneyClient {
   subscribe({ start = "end", maxAttempts = null, maxBatchSize = DEFAULT_MAX_BATCH_SIZE, ...filter } = {}) {
     const open = (request) => this.pick().events.Subscribe(request, this.metadata);
     return new Subscription(open, { filter: eventFilter(filter), start, backoff: this.backoff, maxAttempts, maxBatchSize });
+  }
+
+  // consume(group, { maxInFlight = 100, maxAttempts = null }): join a consumer group as a member.
+  // Async-iterate it for deliveries ({ deliveryId, attempt, event }); settle each with
+  // `await d.ack()`, `d.nack({ delayMs })` or `d.reject(reason)` (true once durable, false if the
+  // stream broke first and the event will come again); `d.extend()` while still working.
+  // It rejoins with backoff, on another server when several are given; `await c.close()` leaves.
+  consume(group, { maxInFlight = DEFAULT_MAX_IN_FLIGHT, maxAttempts = null } = {}) {
+    const open = () => this.pick().groups.Consume(this.metadata);
+    return new Consumer(open, group, { maxInFlight, maxAttempts, backoff: this.backoff });
+  }
+
+  // createConsumerGroup({ name, types, profileId, sessionId, sourceId, start, ackTimeoutMs,
+  // maxAttempts, ordering: "none" | "session" | "profile" }): the group (or the same one again).
+  async createConsumerGroup({ name, start = "end", ackTimeoutMs = null, maxAttempts = 0, ordering = "none", ...filter }) {
+    const request = { name, filter: eventFilter(filter), maxAttempts, ordering: orderingOf(ordering) };
+    if (start === "beginning") request.beginning = {};
+    else if (start === "end") request.end = {};
+    else request.afterPosition = String(start);
+    if (ackTimeoutMs !== null) request.ackTimeout = { seconds: String(Math.floor(ackTimeoutMs / 1000)), nanos: (ackTimeoutMs % 1000) * 1e6 };
+    return this.unary("groups", "CreateConsumerGroup", request);
+  }
+
+  async getConsumerGroup(name) {
+    return this.unary("groups", "GetConsumerGroup", { name });
+  }
+
+  async deleteConsumerGroup(name) {
+    await this.unary("groups", "DeleteConsumerGroup", { name }, { retried: false });
+  }
+
+  // Puts a group's dead letters back; resolves to how many (a string: uint64).
+  async redriveDeadLetters(name) {
+    return (await this.unary("groups", "RedriveDeadLetters", { name }, { retried: false })).count;
   }
 
   close() {

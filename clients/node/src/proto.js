@@ -19,6 +19,7 @@ const definition = protoLoader.loadSync(
     "journey/v1/system_event_service.proto",
     "journey/v1/session_service.proto",
     "journey/v1/settings_service.proto",
+    "journey/v1/consumer_group_service.proto",
   ],
   {
     includeDirs: [PROTOS_DIR],
