@@ -127,8 +127,10 @@ class Delivery:
     """One event handed to this member: handle it, then `ack`, `nack` or `reject` it once.
 
     `ack`, `nack` and `reject` wait, by default, until the server answers with `settled`,
-    i.e. until the outcome is durable, and return True; False means the stream broke first:
-    the outcome was not stored, and the event will be delivered again (to some member).
+    i.e. until the outcome is durable, and return True. False means the stream broke first:
+    the outcome is unconfirmed (the server may have stored it or not; if not, the event is
+    delivered again, to some member), so handlers must be idempotent, as with any
+    at-least-once delivery.
     With `wait=False` they return once the outcome is queued; `await d.wait_settled()` later.
     """
 
@@ -165,7 +167,7 @@ class Delivery:
         return self._link.extend(self.delivery_id)
 
     async def wait_settled(self) -> bool:
-        """After `ack`/`nack`/`reject`: True once durable, False if the stream broke first."""
+        """After `ack`/`nack`/`reject`: True once durable, False if unconfirmed (see above)."""
         if self._outcome is None:
             raise RuntimeError("the delivery was not acked, nacked or rejected")
         # Shielded: a caller that stops waiting does not cancel the answer for others.
