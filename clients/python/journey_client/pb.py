@@ -4,6 +4,12 @@ from typing import TYPE_CHECKING
 
 # Regenerating touches only journey_client/_gen; a new message or service is one more line here.
 from journey_client._gen.journey.v1 import (
+    consumer_group_pb2 as consumer_group_pb2,
+)
+from journey_client._gen.journey.v1 import (
+    consumer_group_service_pb2 as consumer_group_service_pb2,
+)
+from journey_client._gen.journey.v1 import (
     session_pb2 as session_pb2,
 )
 from journey_client._gen.journey.v1 import (
@@ -23,6 +29,81 @@ from journey_client._gen.journey.v1 import (
 )
 from journey_client._gen.journey.v1 import (
     tracker_service_pb2 as tracker_service_pb2,
+)
+from journey_client._gen.journey.v1.consumer_group_pb2 import (
+    ConsumerGroup as ConsumerGroup,
+)
+from journey_client._gen.journey.v1.consumer_group_pb2 import (
+    ConsumerGroupOrdering as ConsumerGroupOrdering,
+)
+from journey_client._gen.journey.v1.consumer_group_pb2 import (
+    DeadLetter as DeadLetter,
+)
+from journey_client._gen.journey.v1.consumer_group_pb2 import (
+    Delivery as Delivery,
+)
+from journey_client._gen.journey.v1.consumer_group_service_pb2 import (
+    Ack as Ack,
+)
+from journey_client._gen.journey.v1.consumer_group_service_pb2 import (
+    ConsumeRequest as ConsumeRequest,
+)
+from journey_client._gen.journey.v1.consumer_group_service_pb2 import (
+    ConsumeResponse as ConsumeResponse,
+)
+from journey_client._gen.journey.v1.consumer_group_service_pb2 import (
+    ConsumeStart as ConsumeStart,
+)
+from journey_client._gen.journey.v1.consumer_group_service_pb2 import (
+    CreateConsumerGroupRequest as CreateConsumerGroupRequest,
+)
+from journey_client._gen.journey.v1.consumer_group_service_pb2 import (
+    DeleteConsumerGroupRequest as DeleteConsumerGroupRequest,
+)
+from journey_client._gen.journey.v1.consumer_group_service_pb2 import (
+    Deliveries as Deliveries,
+)
+from journey_client._gen.journey.v1.consumer_group_service_pb2 import (
+    Extend as Extend,
+)
+from journey_client._gen.journey.v1.consumer_group_service_pb2 import (
+    GetConsumerGroupRequest as GetConsumerGroupRequest,
+)
+from journey_client._gen.journey.v1.consumer_group_service_pb2 import (
+    ListConsumerGroupsRequest as ListConsumerGroupsRequest,
+)
+from journey_client._gen.journey.v1.consumer_group_service_pb2 import (
+    ListConsumerGroupsResponse as ListConsumerGroupsResponse,
+)
+from journey_client._gen.journey.v1.consumer_group_service_pb2 import (
+    ListDeadLettersRequest as ListDeadLettersRequest,
+)
+from journey_client._gen.journey.v1.consumer_group_service_pb2 import (
+    ListDeadLettersResponse as ListDeadLettersResponse,
+)
+from journey_client._gen.journey.v1.consumer_group_service_pb2 import (
+    Nack as Nack,
+)
+from journey_client._gen.journey.v1.consumer_group_service_pb2 import (
+    RedriveDeadLettersRequest as RedriveDeadLettersRequest,
+)
+from journey_client._gen.journey.v1.consumer_group_service_pb2 import (
+    RedriveDeadLettersResponse as RedriveDeadLettersResponse,
+)
+from journey_client._gen.journey.v1.consumer_group_service_pb2 import (
+    Reject as Reject,
+)
+from journey_client._gen.journey.v1.consumer_group_service_pb2 import (
+    Settled as Settled,
+)
+from journey_client._gen.journey.v1.consumer_group_service_pb2_grpc import (
+    ConsumerGroupServiceServicer as ConsumerGroupServiceServicer,
+)
+from journey_client._gen.journey.v1.consumer_group_service_pb2_grpc import (
+    ConsumerGroupServiceStub as ConsumerGroupServiceStub,
+)
+from journey_client._gen.journey.v1.consumer_group_service_pb2_grpc import (
+    add_ConsumerGroupServiceServicer_to_server as add_ConsumerGroupServiceServicer_to_server,
 )
 from journey_client._gen.journey.v1.session_pb2 import (
     Profile as Profile,
@@ -138,6 +219,9 @@ from journey_client._gen.journey.v1.tracker_service_pb2_grpc import (
 
 if TYPE_CHECKING:
     # The asyncio stub types exist only in the .pyi stubs: a stub built on an aio channel.
+    from journey_client._gen.journey.v1.consumer_group_service_pb2_grpc import (
+        ConsumerGroupServiceAsyncStub as ConsumerGroupServiceAsyncStub,
+    )
     from journey_client._gen.journey.v1.session_service_pb2_grpc import (
         SessionServiceAsyncStub as SessionServiceAsyncStub,
     )
