@@ -32,6 +32,12 @@ class Member:
     holding: dict[str, pb.Delivery] = field(default_factory=dict)
     _requests: asyncio.Queue[pb.ConsumeRequest | None] = field(default_factory=asyncio.Queue)
     call: grpc.aio.StreamStreamCall[pb.ConsumeRequest, pb.ConsumeResponse] | None = None
+    # Responses as they arrive (a read with a timeout would cancel the call itself), then
+    # the end: EOF, or the error the stream ended with.
+    _responses: asyncio.Queue[pb.ConsumeResponse | BaseException | None] = field(
+        default_factory=asyncio.Queue
+    )
+    _reader: asyncio.Task[None] | None = None
 
     def open(self) -> Member:
         """Start the stream (the first message is `start` unless `first` says otherwise)."""
@@ -45,7 +51,20 @@ class Member:
                 yield request
 
         self.call = self.stub.Consume(requests(), metadata=self.metadata)
+        self._reader = asyncio.create_task(self._read_all(self.call))
         return self
+
+    async def _read_all(
+        self, call: grpc.aio.StreamStreamCall[pb.ConsumeRequest, pb.ConsumeResponse]
+    ) -> None:
+        try:
+            while (response := await call.read()) is not grpc.aio.EOF:
+                assert isinstance(response, pb.ConsumeResponse)
+                self._responses.put_nowait(response)
+        except (grpc.aio.AioRpcError, asyncio.CancelledError) as error:
+            self._responses.put_nowait(error)
+            return
+        self._responses.put_nowait(None)
 
     def send(self, request: pb.ConsumeRequest) -> None:
         """Queue a request."""
@@ -72,11 +91,12 @@ class Member:
 
     async def read(self, seconds: float = 10) -> pb.ConsumeResponse:
         """The next response, recorded; TimeoutError after `seconds`."""
-        assert self.call is not None
         async with asyncio.timeout(seconds):
-            response = await self.call.read()
-        assert response is not grpc.aio.EOF, "the stream ended"
-        assert isinstance(response, pb.ConsumeResponse)
+            response = await self._responses.get()
+        if isinstance(response, BaseException):
+            self._responses.put_nowait(response)
+            raise response
+        assert response is not None, "the stream ended"
         if response.HasField("deliveries"):
             for delivery in response.deliveries.deliveries:
                 self.received.append(delivery)
@@ -105,13 +125,15 @@ class Member:
     async def status(self, seconds: float = 10) -> grpc.StatusCode:
         """Read until the stream ends; its status."""
         assert self.call is not None
-        try:
-            async with asyncio.timeout(seconds):
-                while await self.call.read() is not grpc.aio.EOF:
-                    pass
-        except grpc.aio.AioRpcError as error:
-            return error.code()
-        return await self.call.code()
+        async with asyncio.timeout(seconds):
+            while True:
+                response = await self._responses.get()
+                if response is None:
+                    return await self.call.code()
+                if isinstance(response, grpc.aio.AioRpcError):
+                    return response.code()
+                if isinstance(response, BaseException):
+                    raise response
 
     def close(self) -> None:
         """Cancel the stream (as a member that goes away)."""

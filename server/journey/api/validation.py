@@ -143,9 +143,8 @@ def _duration(out: Violations, field: str, message: Duration, low: float, high: 
 
 
 def _delivery_ids(out: Violations, field: str, ids: Any) -> None:
-    if not ids:
-        out.append(FieldViolation(f"{field}.delivery_ids", "at least one id is required"))
-    elif len(ids) > groups.MAX_MAX_IN_FLIGHT:
+    # None at all is allowed: a no-op, as an id no longer held is.
+    if len(ids) > groups.MAX_MAX_IN_FLIGHT:
         out.append(
             FieldViolation(
                 f"{field}.delivery_ids", f"at most {groups.MAX_MAX_IN_FLIGHT} ids per message"
