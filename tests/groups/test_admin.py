@@ -75,7 +75,8 @@ async def test_create_is_idempotent_lists_in_pages_and_delete_frees_the_name(
         assert plain.ack_floor == created.pending_count + 2  # the three events tracked so far
 
         first = await groups.ListConsumerGroups(pb.ListConsumerGroupsRequest(page_size=1))
-        assert [g.name for g in first.consumer_groups] == ["audit"] and first.next_page_token
+        assert [g.name for g in first.consumer_groups] == ["audit"]
+        assert first.next_page_token
         second = await groups.ListConsumerGroups(
             pb.ListConsumerGroupsRequest(page_size=1, page_token=first.next_page_token)
         )
@@ -153,4 +154,5 @@ async def test_consume_errors(make_settings: SettingsFactory) -> None:
             await member.read()
         assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
         assert bad_fields(caught.value) == ["start"]
-        assert member.received == [] and member.settled == []
+        assert member.received == []
+        assert member.settled == []

@@ -43,7 +43,8 @@ async def test_max_in_flight_is_held_and_settled_comes_before_the_slot_is_reused
             await h.track("page-view", profile_id=f"p{i}", session_id=f"s{i}")  # 3 events each
         member = Member(groups, "g", max_in_flight=2).open()
         first = await member.deliveries(2)
-        assert positions(first) == [1, 2] and [d.attempt for d in first] == [1, 1]
+        assert positions(first) == [1, 2]
+        assert [d.attempt for d in first] == [1, 1]
         # No third while two are unsettled.
         with pytest.raises(TimeoutError):
             await member.read(seconds=0.5)
@@ -119,7 +120,8 @@ async def test_nack_reject_and_max_attempts_dead_letter_and_redrive_delivers_aga
         rest = await groups.ListDeadLetters(
             pb.ListDeadLettersRequest(name="g", page_size=1, page_token=page.next_page_token)
         )
-        assert [d.event.position for d in rest.dead_letters] == [2] and not rest.next_page_token
+        assert [d.event.position for d in rest.dead_letters] == [2]
+        assert not rest.next_page_token
 
         redriven = await groups.RedriveDeadLetters(pb.RedriveDeadLettersRequest(name="g"))
         assert redriven.count == 2
