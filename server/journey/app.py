@@ -16,7 +16,8 @@ from grpc_health.v1 import _async as health_aio
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from sqlalchemy.exc import SQLAlchemyError
 
-from journey.api.encoding import add_system_event_service, encode
+from journey.api.encoding import add_consumer_group_service, add_system_event_service, encode
+from journey.api.group_servicer import ConsumerGroupServicer
 from journey.api.interceptors import (
     AdmissionInterceptor,
     AuthInterceptor,
@@ -37,6 +38,7 @@ from journey.auth import KeyRing
 from journey.clock import Clock, SystemClock
 from journey.config import Settings
 from journey.domain.policy import Policy
+from journey.groups import ConsumerGroups
 from journey.journal import Journal
 from journey.observability.metrics import (
     SERVER_STREAM,
@@ -73,6 +75,7 @@ SERVICE_NAMES = tuple(
         (pb.system_event_service_pb2, "SystemEventService"),
         (pb.session_service_pb2, "SessionService"),
         (pb.settings_service_pb2, "SettingsService"),
+        (pb.consumer_group_service_pb2, "ConsumerGroupService"),
     )
 )
 
@@ -218,6 +221,7 @@ class JourneyServer:
     health: health_aio.HealthServicer
     admission: AdmissionInterceptor
     feed: Feed
+    groups: ConsumerGroups
     # The /metrics server, when metrics_listen is set; its port is `metrics_port`.
     metrics_server: MetricsServer | None = None
     # SQLite: held while serving, so that no second process opens the file.
@@ -238,12 +242,15 @@ class JourneyServer:
         self.admission.close()
         await self.health.enter_graceful_shutdown()
         self.broker.close()
+        # Consume streams end UNAVAILABLE, giving back their work, before the writer closes.
+        self.groups.close()
         # Running calls finish while the server still answers newcomers UNAVAILABLE; only
         # then does it stop, when hardly anything is left to cut off as CANCELLED.
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(grace):
                 await self.admission.drained()
         await self.grpc_server.stop(0)
+        await self.groups.stop()
         await self.sweeper.stop()
         await self.feed.stop()
         await self.writer.close()
@@ -264,6 +271,8 @@ def _register_methods(metrics: Metrics) -> None:
     for name in SERVICE_NAMES:
         service = pb.tracker_service_pb2.DESCRIPTOR.pool.FindServiceByName(name)
         for method in service.methods:
+            if method.client_streaming:
+                continue  # Consume: the interceptors do not wrap bidi streams (yet)
             grpc_type = SERVER_STREAM if method.server_streaming else UNARY
             metrics.rpc.method(grpc_type, f"/{name}/{method.name}")
 
@@ -390,6 +399,7 @@ async def _create(
         on_failure=metrics.storage_failed if metrics else None,
     )
     metrics_server: MetricsServer | None = None
+    groups: ConsumerGroups | None = None
     try:
         try:
             await writer.start()
@@ -397,6 +407,8 @@ async def _create(
             raise StartupError(f"cannot read the database: {error!r}") from error
         broker.head = writer.last_position
         feed.start()
+        groups = ConsumerGroups(database, writer, broker, clock)
+        await groups.start()
         journal = Journal(
             writer, queries, policy, {s.id: s.enabled for s in settings.sources}, clock
         )
@@ -416,6 +428,7 @@ async def _create(
         add_system_event_service(SystemEventServicer(journal, follow), server)
         pb.add_SessionServiceServicer_to_server(SessionServicer(journal), server)
         pb.add_SettingsServiceServicer_to_server(SettingsServicer(settings), server)
+        add_consumer_group_service(ConsumerGroupServicer(groups), server)
         health_servicer = health_aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
         enable_reflection((*SERVICE_NAMES, health.SERVICE_NAME), server)
@@ -439,6 +452,8 @@ async def _create(
         )
         sweeper.start()
     except BaseException:
+        if groups is not None:
+            await groups.stop()
         await feed.stop()
         await writer.close()
         await database.close()
@@ -456,6 +471,7 @@ async def _create(
         health_servicer,
         admission,
         feed,
+        groups,
         metrics_server,
         lock,
         tracing,

@@ -17,6 +17,11 @@ METHOD_ROLES = {
     "/journey.v1.SystemEventService/ListSystemEvents": "subscriber",
     "/journey.v1.SessionService/GetSession": "subscriber",
     "/journey.v1.SessionService/GetProfile": "subscriber",
+    # Creating, deleting and redriving a consumer group need `admin` (not listed).
+    "/journey.v1.ConsumerGroupService/Consume": "subscriber",
+    "/journey.v1.ConsumerGroupService/GetConsumerGroup": "subscriber",
+    "/journey.v1.ConsumerGroupService/ListConsumerGroups": "subscriber",
+    "/journey.v1.ConsumerGroupService/ListDeadLetters": "subscriber",
 }
 ADMIN = "admin"
 _SCHEME = "bearer "

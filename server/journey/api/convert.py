@@ -8,6 +8,7 @@ from google.protobuf.duration_pb2 import Duration
 from google.protobuf.struct_pb2 import Struct
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from journey.domain import groups
 from journey.domain.model import (
     NewTrackedEvent,
     Profile,
@@ -104,3 +105,81 @@ def profile(value: Profile) -> pb.Profile:
         visit_count=value.visit_count,
         session_count=value.session_count,
     )
+
+
+def group_settings(request: pb.CreateConsumerGroupRequest) -> groups.GroupSettings:
+    """A new group's settings, defaults applied (validated beforehand)."""
+    return groups.GroupSettings(
+        event_filter=event_filter(request.filter),
+        ack_timeout=request.ack_timeout.ToTimedelta()
+        if request.HasField("ack_timeout")
+        else groups.DEFAULT_ACK_TIMEOUT,
+        max_attempts=request.max_attempts or groups.DEFAULT_MAX_ATTEMPTS,
+        ordering=groups.Ordering(request.ordering or groups.Ordering.NONE),
+    )
+
+
+def group_start(request: pb.CreateConsumerGroupRequest) -> groups.Start:
+    """Where a new group starts."""
+    match request.WhichOneof("start"):
+        case "beginning":
+            return groups.BEGINNING
+        case "after_position":
+            return request.after_position
+    return groups.END
+
+
+def _filter_message(value: SystemEventFilter) -> pb.SystemEventFilter:
+    return pb.SystemEventFilter(
+        types=sorted(int(t) for t in value.types),  # type: ignore[misc]
+        profile_id=value.profile_id,
+        session_id=value.session_id,
+        source_id=value.source_id,
+    )
+
+
+def consumer_group(state: groups.GroupState) -> pb.ConsumerGroup:
+    """A protobuf consumer group."""
+    message = pb.ConsumerGroup(
+        name=state.name,
+        filter=_filter_message(state.settings.event_filter),
+        ack_timeout=duration(state.settings.ack_timeout),
+        max_attempts=state.settings.max_attempts,
+        ordering=int(state.settings.ordering),  # type: ignore[arg-type]
+        create_time=timestamp(state.create_time),
+        ack_floor=state.ack_floor,
+        pending_count=state.pending_count,
+        in_flight_count=state.in_flight_count,
+        dead_letter_count=state.dead_letter_count,
+        member_count=state.member_count,
+    )
+    if state.oldest_pending_time is not None:
+        message.oldest_pending_time.CopyFrom(timestamp(state.oldest_pending_time))
+    return message
+
+
+def dead_letter(value: groups.DeadLetter) -> pb.DeadLetter:
+    """A protobuf dead letter; the event decoded from the bytes stored at commit."""
+    return pb.DeadLetter(
+        event=pb.SubscribeResponse.FromString(value.encoded).event,
+        attempts=value.attempts,
+        reason=value.reason,
+        dead_letter_time=timestamp(value.dead_letter_time),
+    )
+
+
+def member_request(message: pb.ConsumeRequest) -> groups.MemberRequest:
+    """A member's ack, nack, reject or extend (validated beforehand; never start)."""
+    match message.WhichOneof("request"):
+        case "ack":
+            return groups.Ack(tuple(message.ack.delivery_ids))
+        case "nack":
+            delay = (
+                message.nack.retry_delay.ToTimedelta()
+                if message.nack.HasField("retry_delay")
+                else None
+            )
+            return groups.Nack(tuple(message.nack.delivery_ids), delay)
+        case "reject":
+            return groups.Reject(tuple(message.reject.delivery_ids), message.reject.reason)
+    return groups.Extend(tuple(message.extend.delivery_ids))

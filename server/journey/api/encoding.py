@@ -8,6 +8,7 @@ from typing import Any, cast
 import grpc
 
 from journey.api import convert
+from journey.domain.groups import Delivery, Settled
 from journey.domain.model import EncodedEvent, SystemEvent
 from journey_client import pb
 
@@ -18,6 +19,12 @@ MAX_BATCH_BYTES = 1 << 20
 _BATCH_KEY = b"\x2a"
 # The key of ListSystemEventsResponse.next_page_token (field 2, length-delimited).
 _NEXT_PAGE_TOKEN_KEY = b"\x12"
+# Keys of Delivery.delivery_id (1, length-delimited), .attempt (2, varint), .event (3, length-
+# delimited); of Deliveries.deliveries and ConsumeResponse.deliveries (both 1, length-delimited).
+_DELIVERY_ID_KEY = b"\x0a"
+_ATTEMPT_KEY = b"\x10"
+_DELIVERY_EVENT_KEY = 0x1A
+_DELIVERIES_KEY = b"\x0a"
 # The methods whose handlers return their responses already serialized.
 _PRESERIALIZED = ("Subscribe", "ListSystemEvents")
 
@@ -90,6 +97,44 @@ def messages(events: Sequence[EncodedEvent], max_batch_size: int) -> Iterator[by
         yield batch_message(entries)
 
 
+def _delivery(delivery: Delivery) -> bytes:
+    # The stored bytes are SubscribeResponse.event (field 1): the same event as Delivery.event
+    # (field 3) once the key's byte says 3.
+    stored = delivery.encoded
+    event = bytes((_DELIVERY_EVENT_KEY,)) + stored[1:]
+    return (
+        _length_delimited(_DELIVERY_ID_KEY, delivery.delivery_id.encode())
+        + _ATTEMPT_KEY
+        + _varint(delivery.attempt)
+        + event
+    )
+
+
+def deliveries(batch: Sequence[Delivery]) -> Iterator[bytes]:
+    """The ConsumeResponse messages carrying `batch`, each at most about MAX_BATCH_BYTES.
+
+    Made from each event's stored bytes, as batch_message does: nothing is decoded.
+    """
+    entries: list[bytes] = []
+    size = 0
+    for delivery in batch:
+        entry = _length_delimited(_DELIVERIES_KEY, _delivery(delivery))
+        if entries and size + len(entry) > MAX_BATCH_BYTES:
+            yield _length_delimited(_DELIVERIES_KEY, b"".join(entries))
+            entries, size = [], 0
+        entries.append(entry)
+        size += len(entry)
+    if entries:
+        yield _length_delimited(_DELIVERIES_KEY, b"".join(entries))
+
+
+def settled(value: Settled) -> bytes:
+    """The ConsumeResponse naming settled (and ignored) deliveries."""
+    return pb.ConsumeResponse(
+        settled=pb.Settled(delivery_ids=value.delivery_ids, ignored_delivery_ids=value.ignored)
+    ).SerializeToString()
+
+
 class _Registrar:
     """Collects the method handlers a generated add_*_to_server function registers."""
 
@@ -102,6 +147,30 @@ class _Registrar:
     def add_registered_method_handlers(self, _service: str, handlers: dict[str, Any]) -> None:
         """Keep the handlers."""
         self.handlers = handlers
+
+
+def add_consumer_group_service(servicer: pb.ConsumerGroupServiceServicer, server: Any) -> None:
+    """Register ConsumerGroupService with Consume sending the bytes it yields as they are."""
+    _add(
+        pb.add_ConsumerGroupServiceServicer_to_server,
+        servicer,
+        server,
+        pb.consumer_group_service_pb2.DESCRIPTOR.services_by_name["ConsumerGroupService"],
+        ("Consume",),
+    )
+
+
+def _add(add: Any, servicer: Any, server: Any, service: Any, preserialized: Sequence[str]) -> None:
+    registrar = _Registrar()
+    # The generated function only calls the two methods _Registrar has.
+    add(servicer, cast(Any, registrar))
+    handlers = dict(registrar.handlers)
+    for name in preserialized:
+        handlers[name] = handlers[name]._replace(response_serializer=None)
+    server.add_generic_rpc_handlers(
+        (grpc.method_handlers_generic_handler(service.full_name, handlers),)
+    )
+    server.add_registered_method_handlers(service.full_name, handlers)
 
 
 def add_system_event_service(servicer: pb.SystemEventServiceServicer, server: Any) -> None:

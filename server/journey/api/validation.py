@@ -5,8 +5,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from google.protobuf.duration_pb2 import Duration
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from journey.domain import groups
 from journey.domain.errors import FieldViolation
 from journey.domain.model import SystemEventType
 from journey_client import pb
@@ -122,6 +124,117 @@ def get_profile(request: pb.GetProfileRequest) -> Violations:
     return out
 
 
+def _group_name(out: Violations, field: str, name: str) -> None:
+    if not name:
+        out.append(FieldViolation(field, "is required"))
+    elif not groups.NAME_PATTERN.fullmatch(name):
+        out.append(
+            FieldViolation(
+                field, "must be 1-64 characters from [a-z0-9._-], starting with a letter or digit"
+            )
+        )
+
+
+def _duration(out: Violations, field: str, message: Duration, low: float, high: float) -> None:
+    nanos_ok = -(10**9) < message.nanos < 10**9 and (message.seconds * message.nanos >= 0)
+    seconds = message.seconds + message.nanos / 1e9
+    if not nanos_ok or not low <= seconds <= high:
+        out.append(FieldViolation(field, f"must be from {low:g} s to {high:g} s"))
+
+
+def _delivery_ids(out: Violations, field: str, ids: Any) -> None:
+    # None at all is allowed: a no-op, as an id no longer held is.
+    if len(ids) > groups.MAX_MAX_IN_FLIGHT:
+        out.append(
+            FieldViolation(
+                f"{field}.delivery_ids", f"at most {groups.MAX_MAX_IN_FLIGHT} ids per message"
+            )
+        )
+    for i, value in enumerate(ids):
+        _id(out, f"{field}.delivery_ids[{i}]", value)
+
+
+_ORDERINGS = frozenset(pb.ConsumerGroupOrdering.values())
+
+
+def create_consumer_group(request: pb.CreateConsumerGroupRequest) -> Violations:
+    """ConsumerGroupService.CreateConsumerGroup."""
+    out: Violations = []
+    _group_name(out, "name", request.name)
+    _filter(out, "filter", request.filter)
+    if request.HasField("ack_timeout"):
+        _duration(
+            out,
+            "ack_timeout",
+            request.ack_timeout,
+            groups.MIN_ACK_TIMEOUT.total_seconds(),
+            groups.MAX_ACK_TIMEOUT.total_seconds(),
+        )
+    if request.max_attempts > groups.MAX_MAX_ATTEMPTS:
+        out.append(
+            FieldViolation("max_attempts", f"must be from 1 to {groups.MAX_MAX_ATTEMPTS}, or 0")
+        )
+    if request.ordering not in _ORDERINGS:
+        out.append(FieldViolation("ordering", f"{request.ordering} is not an ordering"))
+    return out
+
+
+def named(request: Any) -> Violations:
+    """A request naming one group (get, delete, redrive)."""
+    out: Violations = []
+    _group_name(out, "name", request.name)
+    return out
+
+
+def list_consumer_groups(request: pb.ListConsumerGroupsRequest) -> Violations:
+    """ConsumerGroupService.ListConsumerGroups."""
+    out: Violations = []
+    if request.page_size < 0:
+        out.append(FieldViolation("page_size", "must not be negative"))
+    return out
+
+
+def list_dead_letters(request: pb.ListDeadLettersRequest) -> Violations:
+    """ConsumerGroupService.ListDeadLetters."""
+    out = named(request)
+    if request.page_size < 0:
+        out.append(FieldViolation("page_size", "must not be negative"))
+    return out
+
+
+def consume_request(request: pb.ConsumeRequest, *, first: bool) -> Violations:
+    """One message of a Consume stream: `start` first and only first (checked in the servicer)."""
+    out: Violations = []
+    kind = request.WhichOneof("request")
+    if first and kind != "start":
+        out.append(FieldViolation("start", "the first message must be start"))
+    elif not first and kind == "start":
+        out.append(FieldViolation("start", "only the first message may be start"))
+    elif kind is None:
+        out.append(FieldViolation("request", "one of ack, nack, reject, extend is required"))
+    elif kind == "start":
+        _group_name(out, "start.group", request.start.group)
+    elif kind == "nack":
+        _delivery_ids(out, "nack", request.nack.delivery_ids)
+        if request.nack.HasField("retry_delay"):
+            _duration(
+                out,
+                "nack.retry_delay",
+                request.nack.retry_delay,
+                0,
+                groups.MAX_ACK_TIMEOUT.total_seconds(),
+            )
+    elif kind == "reject":
+        _delivery_ids(out, "reject", request.reject.delivery_ids)
+        if len(request.reject.reason) > groups.MAX_REASON:
+            out.append(FieldViolation("reject.reason", f"at most {groups.MAX_REASON} characters"))
+        elif "\x00" in request.reject.reason:
+            out.append(FieldViolation("reject.reason", "contains a NUL character"))
+    else:
+        _delivery_ids(out, kind, getattr(request, kind).delivery_ids)
+    return out
+
+
 VALIDATORS: dict[str, Callable[[Any], Violations]] = {
     "/journey.v1.TrackerService/Track": track,
     "/journey.v1.SystemEventService/Subscribe": subscribe,
@@ -129,4 +242,10 @@ VALIDATORS: dict[str, Callable[[Any], Violations]] = {
     "/journey.v1.SessionService/GetSession": get_session,
     "/journey.v1.SessionService/EndSession": end_session,
     "/journey.v1.SessionService/GetProfile": get_profile,
+    "/journey.v1.ConsumerGroupService/CreateConsumerGroup": create_consumer_group,
+    "/journey.v1.ConsumerGroupService/GetConsumerGroup": named,
+    "/journey.v1.ConsumerGroupService/ListConsumerGroups": list_consumer_groups,
+    "/journey.v1.ConsumerGroupService/DeleteConsumerGroup": named,
+    "/journey.v1.ConsumerGroupService/ListDeadLetters": list_dead_letters,
+    "/journey.v1.ConsumerGroupService/RedriveDeadLetters": named,
 }

@@ -36,9 +36,15 @@ class InvalidArgument(JourneyError):
 
 
 class NotFound(JourneyError):
-    """The named session, profile or source does not exist."""
+    """The named session, profile, source or consumer group does not exist."""
 
     code = "NOT_FOUND"
+
+
+class AlreadyExists(JourneyError):
+    """What the request would create exists already, with other settings."""
+
+    code = "ALREADY_EXISTS"
 
 
 class FailedPrecondition(JourneyError):

@@ -32,8 +32,24 @@ class Listening(Protocol):
 Listen = Callable[[Callable[[int], None], Callable[[], None]], Awaitable[Listening]]
 
 
+# Opens a Listening connection on some channel: calls the first callback with each payload.
+ListenText = Callable[[Callable[[str], None], Callable[[], None]], Awaitable[Listening]]
+
+
 def listener(database: Database) -> Listen | None:
     """How to listen for other processes' commits; None where only one process writes (SQLite)."""
+    listen_text = text_listener(database, CHANNEL)
+    if listen_text is None:
+        return None
+
+    async def listen(on_position: Callable[[int], None], on_lost: Callable[[], None]) -> Listening:
+        return await listen_text(lambda payload: on_position(int(payload)), on_lost)
+
+    return listen
+
+
+def text_listener(database: Database, channel: str) -> ListenText | None:
+    """How to listen on `channel` for other processes' payloads; None on SQLite."""
     if database.engine.dialect.name != "postgresql":
         return None
     # Its own connection, not one from the pool: the pool resets a connection when it is
@@ -43,13 +59,13 @@ def listener(database: Database) -> Listen | None:
     if "ssl" in url.query:
         arguments["ssl"] = url.query["ssl"]
 
-    async def listen(on_position: Callable[[int], None], on_lost: Callable[[], None]) -> Listening:
+    async def listen(on_payload: Callable[[str], None], on_lost: Callable[[], None]) -> Listening:
         connection = await asyncpg.connect(**arguments, timeout=CONNECT_TIMEOUT)
         listening: Listening = connection
         try:
             connection.add_termination_listener(lambda _connection: on_lost())
             await connection.add_listener(
-                CHANNEL, lambda _connection, _pid, _channel, payload: on_position(int(payload))
+                channel, lambda _connection, _pid, _channel, payload: on_payload(payload)
             )
         except BaseException:
             connection.terminate()

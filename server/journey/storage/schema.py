@@ -1,4 +1,4 @@
-"""The tables: append-only tracked and system events, and the current profile and session state."""
+"""The tables: append-only tracked and system events, profile and session state, consumer groups."""
 
 from __future__ import annotations
 
@@ -124,3 +124,67 @@ class SystemEventRow(Base):
     # row never changes, so they never go stale. Nullable only because a database made before
     # this column gets it added and filled by a migration (revision 0002_fill_encoded).
     encoded: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
+
+
+class ConsumerGroupRow(Base):
+    """A consumer group's settings, and how far it has copied the log into its entries."""
+
+    __tablename__ = "consumer_groups"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    # The SystemEventFilter: {"types": [ints], "profile_id", "session_id", "source_id"}.
+    filter: Mapped[dict[str, Any]] = mapped_column(JSON)
+    ack_timeout_us: Mapped[int] = mapped_column(BigInteger)
+    max_attempts: Mapped[int] = mapped_column(Integer)
+    ordering: Mapped[int] = mapped_column(SmallInteger)
+    create_time: Mapped[datetime] = mapped_column(UtcMicros())
+    # Every matching event up to here has an entry (or was acknowledged): the scan goes on
+    # after it. Advanced under the writer's lock, so no replica skips or repeats an event.
+    scanned_position: Mapped[int] = mapped_column(BigInteger)
+
+
+class ConsumerGroupEntryRow(Base):
+    """One matching event of one group, until acknowledged (then the row is deleted)."""
+
+    __tablename__ = "consumer_group_entries"
+    __table_args__ = (
+        # Dispatch: a group's pending entries in position order; counts and listings by state.
+        Index("ix_consumer_group_entries_state", "group_id", "state", "position"),
+        # Per-key ordering: is an earlier entry of this key still unsettled?
+        Index("ix_consumer_group_entries_key", "group_id", "key", "position"),
+        # Acks, nacks, rejects and extends name deliveries.
+        Index("ix_consumer_group_entries_delivery", "delivery_id"),
+        # A member that is gone gives back what it held.
+        Index("ix_consumer_group_entries_member", "member_id"),
+    )
+
+    group_id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    position: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    # The ordering key (session or profile id); "" without ordering.
+    key: Mapped[str] = mapped_column(String(ID_LENGTH))
+    occur_time: Mapped[datetime] = mapped_column(UtcMicros())
+    # domain.groups.EntryState.
+    state: Mapped[int] = mapped_column(SmallInteger)
+    # Deliveries so far.
+    attempt: Mapped[int] = mapped_column(Integer)
+    # A pending entry is not delivered before this (a nack's delay).
+    visible_at: Mapped[datetime] = mapped_column(UtcMicros())
+    # The last delivery: to whom, its id, and until when it may go unacknowledged.
+    member_id: Mapped[str | None] = mapped_column(String(36), nullable=True)
+    delivery_id: Mapped[str | None] = mapped_column(String(36), nullable=True)
+    lease_until: Mapped[datetime | None] = mapped_column(UtcMicros(), nullable=True)
+    # Set when dead-lettered.
+    reason: Mapped[str | None] = mapped_column(String(1024), nullable=True)
+    dead_letter_time: Mapped[datetime | None] = mapped_column(UtcMicros(), nullable=True)
+
+
+class ConsumerGroupMemberRow(Base):
+    """An open Consume stream, on some replica, kept alive by that replica's heartbeats."""
+
+    __tablename__ = "consumer_group_members"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    group_id: Mapped[str] = mapped_column(String(36), index=True)
+    replica_id: Mapped[str] = mapped_column(String(36), index=True)
+    heartbeat_time: Mapped[datetime] = mapped_column(UtcMicros())

@@ -85,6 +85,11 @@ class UnitOfWork:
         self.appended: list[SystemEvent] = []
         self.writes = 0
 
+    @property
+    def connection(self) -> Connection:
+        """The transaction's connection, for work of other kinds (storage/groups.py)."""
+        return self._connection
+
     def preload(self, keys: Keys) -> None:
         """Load the batch's sessions, their profiles and its known event ids in a few queries."""
         if keys.sessions:

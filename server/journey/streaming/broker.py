@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import logging
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from journey.domain.model import EncodedEvent, SystemEvent, SystemEventFilter
 
@@ -89,6 +89,8 @@ class Broker:
         self.head = head
         self.closed = False
         self._buffers: set[LiveBuffer] = set()
+        # Told of every publish (the consumer groups' dispatchers wake on new events).
+        self._watchers: list[Callable[[Sequence[SystemEvent]], None]] = []
 
     @property
     def subscriber_count(self) -> int:
@@ -103,6 +105,10 @@ class Broker:
         else:
             self._buffers.add(buffer)
         return buffer
+
+    def watch(self, watcher: Callable[[Sequence[SystemEvent]], None]) -> None:
+        """Call `watcher` with the events of every publish from now on (it must not block)."""
+        self._watchers.append(watcher)
 
     def unregister(self, buffer: LiveBuffer) -> None:
         """Forget a buffer; its events are released with it."""
@@ -124,6 +130,8 @@ class Broker:
         self.head = events[-1].position
         for buffer in self._buffers:
             buffer.offer(events, encoded)
+        for watcher in self._watchers:
+            watcher(events)
 
     def close(self) -> None:
         """End every subscription and refuse new ones."""

@@ -249,8 +249,8 @@ class ConsumeStart(_message.Message):
     group: _builtins.str
     """The group to join."""
     max_in_flight: _builtins.int
-    """At most this many unsettled deliveries at once: 0 means 100, at most
-    1000.
+    """At most this many unsettled deliveries at once: 0 means 100, more than
+    1000 means 1000.
     """
     def __init__(
         self,
@@ -441,23 +441,35 @@ Global___Deliveries: _TypeAlias = Deliveries  # noqa: Y015
 
 @_typing.final
 class Settled(_message.Message):
-    """Deliveries whose ack, nack or reject is now durable."""
+    """Deliveries whose ack, nack or reject is now durable, and those that came too
+    late to count. Either way their slots of `max_in_flight` are free.
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
     DELIVERY_IDS_FIELD_NUMBER: _builtins.int
+    IGNORED_DELIVERY_IDS_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def delivery_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
-        """The deliveries' `delivery_id`s."""
+        """The deliveries' `delivery_id`s: their acks, nacks and rejects are durable."""
+
+    @_builtins.property
+    def ignored_delivery_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Deliveries named in an ack, nack or reject that were no longer this
+        member's: their `ack_timeout` had passed and the event went to a member
+        again (or to the dead letters). Nothing was done for them: an ack named
+        here did not count, and the event is (or was) delivered again.
+        """
 
     def __init__(
         self,
         *,
         delivery_ids: _abc.Iterable[_builtins.str] | None = ...,
+        ignored_delivery_ids: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["delivery_ids", b"delivery_ids"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["delivery_ids", b"delivery_ids", "ignored_delivery_ids", b"ignored_delivery_ids"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

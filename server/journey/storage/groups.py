@@ -1,0 +1,646 @@
+"""Consumer groups' storage: synchronous steps on one connection, run inside the writer's commits.
+
+Every change to a group runs as a unit of work of the writer (storage/writer.py), so it is
+serialized with every other write, database-wide on PostgreSQL (the positions lock): a
+dispatch reads entries no other replica is changing, and a scan reads the log up to a head
+that no commit can pass meanwhile. Nothing here raises a JourneyError after writing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any, cast
+
+from sqlalchemy import (
+    Connection,
+    Table,
+    and_,
+    bindparam,
+    case,
+    delete,
+    exists,
+    func,
+    insert,
+    literal,
+    select,
+    text,
+    update,
+)
+
+from journey.domain.errors import AlreadyExists, NotFound, OutOfRange
+from journey.domain.groups import (
+    BEGINNING,
+    END,
+    REASON_ACK_TIMEOUT,
+    REASON_MAX_ATTEMPTS,
+    DeadLetter,
+    Delivery,
+    EntryState,
+    GroupSettings,
+    GroupState,
+    Ordering,
+    Start,
+    assign,
+    backoff,
+    exhausted,
+    ordering_key,
+    same_settings,
+)
+from journey.domain.model import SystemEventFilter, SystemEventType
+from journey.storage import statements
+from journey.storage.schema import (
+    ConsumerGroupEntryRow,
+    ConsumerGroupMemberRow,
+    ConsumerGroupRow,
+    UtcMicros,
+)
+
+groups = cast(Table, ConsumerGroupRow.__table__)
+entries = cast(Table, ConsumerGroupEntryRow.__table__)
+members = cast(Table, ConsumerGroupMemberRow.__table__)
+system_events = statements.system_events
+
+# Log events copied into a group's entries per round; a longer backlog takes several rounds.
+SCAN_PAGE = 5000
+# Other replicas hear of releases, nacks, redrives and deletes here (PostgreSQL).
+CHANNEL = "journey_groups"
+_NOTIFY = text("SELECT pg_notify(:channel, :group_id)")
+_PENDING, _IN_FLIGHT, _DEAD = (int(s) for s in EntryState)
+_UNSETTLED = (_PENDING, _IN_FLIGHT)
+# A new entry is due at once.
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+@dataclass(frozen=True)
+class GroupRecord:
+    """A group's row."""
+
+    id: str
+    name: str
+    settings: GroupSettings
+    create_time: datetime
+    scanned_position: int
+
+
+def _filter_json(event_filter: SystemEventFilter) -> dict[str, Any]:
+    return {
+        "types": sorted(int(t) for t in event_filter.types),
+        "profile_id": event_filter.profile_id,
+        "session_id": event_filter.session_id,
+        "source_id": event_filter.source_id,
+    }
+
+
+def _filter_from_json(value: Mapping[str, Any]) -> SystemEventFilter:
+    return SystemEventFilter(
+        types=frozenset(SystemEventType(t) for t in value.get("types", ())),
+        profile_id=value.get("profile_id", ""),
+        session_id=value.get("session_id", ""),
+        source_id=value.get("source_id", ""),
+    )
+
+
+def _record(row: Any) -> GroupRecord:
+    return GroupRecord(
+        id=row.id,
+        name=row.name,
+        settings=GroupSettings(
+            event_filter=_filter_from_json(row.filter),
+            ack_timeout=timedelta(microseconds=row.ack_timeout_us),
+            max_attempts=row.max_attempts,
+            ordering=Ordering(row.ordering),
+        ),
+        create_time=row.create_time,
+        scanned_position=row.scanned_position,
+    )
+
+
+def _head(connection: Connection) -> int:
+    # Under the writer's lock: every position up to here is committed (or this transaction's).
+    return int(connection.scalar(statements.head()) or 0)
+
+
+def notify(connection: Connection, group_id: str) -> None:
+    """Wake the other replicas' dispatchers of this group when this transaction commits."""
+    if connection.dialect.name == "postgresql":
+        connection.execute(_NOTIFY, {"channel": CHANNEL, "group_id": group_id})
+
+
+def find(connection: Connection, name: str) -> GroupRecord | None:
+    """The group with this name, if any."""
+    row = connection.execute(select(groups).where(groups.c.name == name)).first()
+    return None if row is None else _record(row)
+
+
+def by_id(connection: Connection, group_id: str) -> GroupRecord | None:
+    """The group with this id, if it still exists."""
+    row = connection.execute(select(groups).where(groups.c.id == group_id)).first()
+    return None if row is None else _record(row)
+
+
+def create(
+    connection: Connection,
+    group_id: str,
+    name: str,
+    settings: GroupSettings,
+    start: Start,
+    now: datetime,
+) -> GroupRecord:
+    """Create the group, or return the existing one with the same settings (AlreadyExists)."""
+    existing = find(connection, name)
+    if existing is not None:
+        if not same_settings(existing.settings, settings):
+            raise AlreadyExists(f"consumer group {name!r} exists with other settings")
+        return existing
+    head = _head(connection)
+    if start == BEGINNING:
+        scanned = 0
+    elif start == END:
+        scanned = head
+    else:
+        scanned = int(start)
+        if scanned > head:
+            raise OutOfRange(f"after_position {scanned} is beyond the last position, {head}")
+    record = GroupRecord(group_id, name, settings, now, scanned)
+    connection.execute(
+        insert(groups).values(
+            id=group_id,
+            name=name,
+            filter=_filter_json(settings.event_filter),
+            ack_timeout_us=settings.ack_timeout // timedelta(microseconds=1),
+            max_attempts=settings.max_attempts,
+            ordering=int(settings.ordering),
+            create_time=now,
+            scanned_position=scanned,
+        )
+    )
+    return record
+
+
+def remove(connection: Connection, name: str) -> str:
+    """Delete the group and everything it holds; its id, or NotFound."""
+    record = find(connection, name)
+    if record is None:
+        raise NotFound(f"consumer group {name!r} does not exist")
+    connection.execute(delete(entries).where(entries.c.group_id == record.id))
+    connection.execute(delete(members).where(members.c.group_id == record.id))
+    connection.execute(delete(groups).where(groups.c.id == record.id))
+    notify(connection, record.id)
+    return record.id
+
+
+def page(connection: Connection, after_name: str, limit: int) -> list[GroupRecord]:
+    """Up to `limit` groups after `after_name`, in name order."""
+    query = select(groups).where(groups.c.name > after_name).order_by(groups.c.name).limit(limit)
+    return [_record(row) for row in connection.execute(query)]
+
+
+def state(connection: Connection, record: GroupRecord, fresh_since: datetime) -> GroupState:
+    """The group's counts; members count when their heartbeat is at or after `fresh_since`."""
+    e = entries.c
+    counts: dict[int, int] = dict(
+        connection.execute(
+            select(e.state, func.count()).where(e.group_id == record.id).group_by(e.state)
+        ).all()
+    )
+    first_unsettled, oldest = connection.execute(
+        select(func.min(e.position), func.min(e.occur_time)).where(
+            e.group_id == record.id, e.state.in_(_UNSETTLED)
+        )
+    ).one()
+    # Matching events the group has not copied yet count as pending too.
+    c = system_events.c
+    after_scan = statements.system_events_page(
+        record.settings.event_filter, record.scanned_position, 2**62
+    )
+    first_unscanned = connection.execute(
+        after_scan.with_only_columns(c.position, c.occur_time).limit(1)
+    ).first()
+    not_copied = 0
+    if first_unscanned is not None:
+        counted = after_scan.with_only_columns(c.position).order_by(None).limit(None).subquery()
+        not_copied = int(connection.scalar(select(func.count()).select_from(counted)) or 0)
+        if oldest is None:
+            oldest = first_unscanned.occur_time
+    if first_unsettled is not None:
+        floor = int(first_unsettled) - 1
+    elif first_unscanned is not None:
+        floor = int(first_unscanned.position) - 1
+    else:
+        floor = max(record.scanned_position, 0)
+    member_count = connection.scalar(
+        select(func.count()).where(
+            members.c.group_id == record.id, members.c.heartbeat_time >= fresh_since
+        )
+    )
+    return GroupState(
+        name=record.name,
+        settings=record.settings,
+        create_time=record.create_time,
+        ack_floor=floor,
+        pending_count=counts.get(_PENDING, 0) + counts.get(_IN_FLIGHT, 0) + not_copied,
+        in_flight_count=counts.get(_IN_FLIGHT, 0),
+        dead_letter_count=counts.get(_DEAD, 0),
+        member_count=int(member_count or 0),
+        oldest_pending_time=None if oldest is None else _as_time(oldest),
+    )
+
+
+def dead_letters(connection: Connection, group_id: str, after: int, limit: int) -> list[DeadLetter]:
+    """Up to `limit` dead letters after position `after`, in position order."""
+    e = entries.c
+    query = (
+        select(e.position, system_events.c.encoded, e.attempt, e.reason, e.dead_letter_time)
+        .join(system_events, system_events.c.position == e.position)
+        .where(e.group_id == group_id, e.state == _DEAD, e.position > after)
+        .order_by(e.position)
+        .limit(limit)
+    )
+    return [
+        DeadLetter(row.position, row.encoded, row.attempt, row.reason or "", row.dead_letter_time)
+        for row in connection.execute(query)
+    ]
+
+
+def redrive(connection: Connection, group_id: str, now: datetime) -> int:
+    """Put every dead letter back to be delivered, attempts reset; how many."""
+    e = entries.c
+    result = connection.execute(
+        update(entries)
+        .where(e.group_id == group_id, e.state == _DEAD)
+        .values(
+            state=_PENDING,
+            attempt=0,
+            visible_at=now,
+            member_id=None,
+            delivery_id=None,
+            lease_until=None,
+            reason=None,
+            dead_letter_time=None,
+        )
+    )
+    if result.rowcount:
+        notify(connection, group_id)
+    return int(result.rowcount)
+
+
+def join(
+    connection: Connection, member_id: str, group_id: str, replica_id: str, now: datetime
+) -> None:
+    """Record a member of a group (the group exists: checked by the caller in this transaction)."""
+    connection.execute(
+        insert(members).values(
+            id=member_id, group_id=group_id, replica_id=replica_id, heartbeat_time=now
+        )
+    )
+
+
+def _give_back(
+    connection: Connection, group: GroupRecord, where: Any, now: datetime, reason: str
+) -> int:
+    """Make these in-flight entries pending again now, or dead when out of attempts."""
+    e = entries.c
+    dead = e.attempt >= group.settings.max_attempts
+    result = connection.execute(
+        update(entries)
+        .where(e.group_id == group.id, where)
+        .values(
+            state=case((dead, _DEAD), else_=_PENDING),
+            visible_at=now,
+            member_id=None,
+            lease_until=None,
+            reason=case((dead, reason), else_=None),
+            # A bare datetime inside CASE would not get the column's type (micros).
+            dead_letter_time=case((dead, literal(now, UtcMicros())), else_=None),
+        )
+    )
+    return int(result.rowcount)
+
+
+def leave(connection: Connection, member_ids: Sequence[str], now: datetime) -> set[str]:
+    """Forget these members; what they held is delivered again at once. The groups touched."""
+    if not member_ids:
+        return set()
+    e = entries.c
+    touched = set(
+        connection.scalars(
+            select(members.c.group_id).where(members.c.id.in_(member_ids)).distinct()
+        )
+    ) | set(
+        connection.scalars(
+            select(e.group_id).where(e.member_id.in_(member_ids), e.state == _IN_FLIGHT).distinct()
+        )
+    )
+    for group_id in touched:
+        group = by_id(connection, group_id)
+        if group is not None:
+            where = and_(e.member_id.in_(member_ids), e.state == _IN_FLIGHT)
+            if _give_back(connection, group, where, now, REASON_MAX_ATTEMPTS):
+                notify(connection, group_id)
+    connection.execute(delete(members).where(members.c.id.in_(member_ids)))
+    return touched
+
+
+def heartbeat(
+    connection: Connection, replica_id: str, now: datetime, stale_before: datetime
+) -> set[str]:
+    """Keep this replica's members alive; reclaim any replica's stale ones. Groups touched."""
+    connection.execute(
+        update(members).where(members.c.replica_id == replica_id).values(heartbeat_time=now)
+    )
+    stale = list(
+        connection.scalars(select(members.c.id).where(members.c.heartbeat_time < stale_before))
+    )
+    return leave(connection, stale, now)
+
+
+def leave_other_replicas(connection: Connection, replica_id: str, now: datetime) -> set[str]:
+    """Forget every member of another replica (SQLite: this process is the only one)."""
+    others = list(
+        connection.scalars(select(members.c.id).where(members.c.replica_id != replica_id))
+    )
+    # Entries can name a member whose row is already gone (a crash between the two).
+    orphans = list(
+        connection.scalars(
+            select(entries.c.member_id)
+            .where(entries.c.state == _IN_FLIGHT, entries.c.member_id.is_not(None))
+            .where(~exists().where(members.c.id == entries.c.member_id))
+            .distinct()
+        )
+    )
+    return leave(connection, [*others, *(m for m in orphans if m is not None)], now)
+
+
+@dataclass
+class Round:
+    """What one dispatch round did for one group on this replica."""
+
+    # False: the group was deleted; its members' streams end.
+    exists: bool = True
+    # Per member: the delivery ids it settled (durable now) and those it sent too late.
+    settled: dict[str, tuple[list[str], list[str]]] = field(default_factory=dict)
+    deliveries: list[tuple[str, Delivery]] = field(default_factory=list)
+    # When something becomes due (a nack's delay, a lease), if anything is waiting.
+    next_due: datetime | None = None
+    # The scan stopped at a page: another round should follow at once.
+    more: bool = False
+
+
+@dataclass(frozen=True)
+class MemberOps:
+    """One member's requests since the last round."""
+
+    acks: tuple[str, ...] = ()
+    nacks: tuple[tuple[str, timedelta | None], ...] = ()
+    rejects: tuple[tuple[str, str], ...] = ()
+    extends: tuple[str, ...] = ()
+
+
+def dispatch(
+    connection: Connection,
+    group_id: str,
+    now: datetime,
+    ops: Mapping[str, MemberOps],
+    rooms: Mapping[str, int],
+    new_id: Any,
+) -> Round:
+    """One round: apply the members' requests, expire leases, scan the log, hand out work."""
+    group = by_id(connection, group_id)
+    if group is None:
+        return Round(exists=False)
+    out = Round()
+    for member_id, member_ops in ops.items():
+        out.settled[member_id] = _settle(connection, group, member_id, member_ops, now)
+    e = entries.c
+    _give_back(
+        connection,
+        group,
+        and_(e.state == _IN_FLIGHT, e.lease_until <= now),
+        now,
+        REASON_ACK_TIMEOUT,
+    )
+    out.more = _scan(connection, group)
+    wanted = sum(max(room, 0) for room in rooms.values())
+    if wanted:
+        out.deliveries = _hand_out(connection, group, now, rooms, wanted, new_id)
+    out.next_due = _next_due(connection, group, now)
+    return out
+
+
+def _settle(
+    connection: Connection, group: GroupRecord, member_id: str, ops: MemberOps, now: datetime
+) -> tuple[list[str], list[str]]:
+    e = entries.c
+    named = [*ops.acks, *(i for i, _ in ops.nacks), *(i for i, _ in ops.rejects), *ops.extends]
+    if not named:
+        return [], []
+    # Still this delivery's: not delivered again meanwhile (a redelivery has a new id).
+    current = {
+        row.delivery_id: row
+        for row in connection.execute(
+            select(e.delivery_id, e.position, e.attempt).where(
+                e.group_id == group.id,
+                e.delivery_id.in_(named),
+                e.state.in_(_UNSETTLED),
+            )
+        )
+    }
+    settled: dict[str, None] = {}
+    ack_positions = []
+    for delivery_id in ops.acks:
+        if delivery_id in current and delivery_id not in settled:
+            ack_positions.append(current[delivery_id].position)
+            settled[delivery_id] = None
+    if ack_positions:
+        connection.execute(
+            delete(entries).where(e.group_id == group.id, e.position.in_(ack_positions))
+        )
+    changes: list[dict[str, Any]] = []
+    for delivery_id, delay in ops.nacks:
+        row = current.get(delivery_id)
+        if row is None or delivery_id in settled:
+            continue
+        if exhausted(row.attempt, group.settings.max_attempts):
+            changes.append(_dead(row.position, REASON_MAX_ATTEMPTS, now))
+        else:
+            wait = delay if delay is not None else backoff(row.attempt, group.settings.ack_timeout)
+            changes.append(_pending(row.position, now + wait))
+        settled[delivery_id] = None
+    for delivery_id, reason in ops.rejects:
+        row = current.get(delivery_id)
+        if row is None or delivery_id in settled:
+            continue
+        changes.append(_dead(row.position, reason, now))
+        settled[delivery_id] = None
+    if changes:
+        connection.execute(
+            update(entries)
+            .where(e.group_id == group.id, e.position == bindparam("p"))
+            .values(
+                state=bindparam("s"),
+                visible_at=bindparam("v"),
+                member_id=None,
+                lease_until=None,
+                reason=bindparam("r"),
+                dead_letter_time=bindparam("d"),
+            ),
+            changes,
+        )
+        notify(connection, group.id)
+    extended = [current[i].position for i in ops.extends if i in current and i not in settled]
+    if extended:
+        connection.execute(
+            update(entries)
+            .where(
+                e.group_id == group.id,
+                e.position.in_(extended),
+                e.state == _IN_FLIGHT,
+                e.member_id == member_id,
+            )
+            .values(lease_until=now + group.settings.ack_timeout)
+        )
+    answered = [*ops.acks, *(i for i, _ in ops.nacks), *(i for i, _ in ops.rejects)]
+    ignored = [i for i in dict.fromkeys(answered) if i not in settled]
+    return list(settled), ignored
+
+
+def _pending(position: int, visible_at: datetime) -> dict[str, Any]:
+    return {"p": position, "s": _PENDING, "v": visible_at, "r": None, "d": None}
+
+
+def _dead(position: int, reason: str, now: datetime) -> dict[str, Any]:
+    return {"p": position, "s": _DEAD, "v": now, "r": reason, "d": now}
+
+
+def _scan(connection: Connection, group: GroupRecord) -> bool:
+    """Copy matching events after scanned_position into entries; True if more remain."""
+    head = _head(connection)
+    if head <= group.scanned_position:
+        return False
+    c = system_events.c
+    query = statements.system_events_page(
+        group.settings.event_filter, group.scanned_position, SCAN_PAGE, up_to=head
+    )
+    rows = connection.execute(
+        query.with_only_columns(c.position, c.session_id, c.profile_id, c.occur_time)
+    ).all()
+    full = len(rows) == SCAN_PAGE
+    scanned = rows[-1].position if full else head
+    if rows:
+        ordering = group.settings.ordering
+        connection.execute(
+            insert(entries),
+            [
+                {
+                    "group_id": group.id,
+                    "position": row.position,
+                    "key": ordering_key(ordering, row.session_id, row.profile_id),
+                    "occur_time": row.occur_time,
+                    "state": _PENDING,
+                    "attempt": 0,
+                    "visible_at": _EPOCH,
+                }
+                for row in rows
+            ],
+        )
+    connection.execute(
+        update(groups).where(groups.c.id == group.id).values(scanned_position=scanned)
+    )
+    return full
+
+
+def eligible(group: GroupRecord, now: datetime, limit: int) -> Any:
+    """The dispatch query: pending entries due now, in position order, each key's first only.
+
+    With per-key ordering an entry waits while an earlier one of its key is unsettled.
+    """
+    e = entries.alias("e")
+    query = select(e.c.position, e.c.attempt).where(
+        e.c.group_id == group.id, e.c.state == _PENDING, e.c.visible_at <= now
+    )
+    if group.settings.ordering != Ordering.NONE:
+        earlier = entries.alias("earlier")
+        query = query.where(
+            ~exists().where(
+                earlier.c.group_id == e.c.group_id,
+                earlier.c.key == e.c.key,
+                earlier.c.position < e.c.position,
+                earlier.c.state.in_(_UNSETTLED),
+            )
+        )
+    return query.order_by(e.c.position).limit(limit)
+
+
+def _hand_out(
+    connection: Connection,
+    group: GroupRecord,
+    now: datetime,
+    rooms: Mapping[str, int],
+    wanted: int,
+    new_id: Any,
+) -> list[tuple[str, Delivery]]:
+    picked = eligible(group, now, wanted).subquery()
+    rows = connection.execute(
+        select(picked.c.position, picked.c.attempt, system_events.c.encoded)
+        .join(system_events, system_events.c.position == picked.c.position)
+        .order_by(picked.c.position)
+    ).all()
+    if not rows:
+        return []
+    dealt = assign(rows, rooms)
+    lease = now + group.settings.ack_timeout
+    out: list[tuple[str, Delivery]] = []
+    changes: list[dict[str, Any]] = []
+    for member_id, row in dealt:
+        delivery = Delivery(new_id(), row.attempt + 1, row.position, row.encoded)
+        out.append((member_id, delivery))
+        changes.append(
+            {"p": row.position, "m": member_id, "i": delivery.delivery_id, "a": delivery.attempt}
+        )
+    e = entries.c
+    connection.execute(
+        update(entries)
+        .where(e.group_id == group.id, e.position == bindparam("p"))
+        .values(
+            state=_IN_FLIGHT,
+            attempt=bindparam("a"),
+            member_id=bindparam("m"),
+            delivery_id=bindparam("i"),
+            lease_until=lease,
+        ),
+        changes,
+    )
+    return out
+
+
+def _next_due(connection: Connection, group: GroupRecord, now: datetime) -> datetime | None:
+    e = entries.c
+    waiting = connection.scalar(
+        select(func.min(e.visible_at)).where(
+            e.group_id == group.id, e.state == _PENDING, e.visible_at > now
+        )
+    )
+    lease = connection.scalar(
+        select(func.min(e.lease_until)).where(e.group_id == group.id, e.state == _IN_FLIGHT)
+    )
+    due = [_as_time(t) for t in (waiting, lease) if t is not None]
+    return min(due, default=None)
+
+
+def _as_time(value: Any) -> datetime:
+    # An aggregate over a UtcMicros column comes back as the raw integer.
+    if isinstance(value, datetime):
+        return value
+    converted = UtcMicros().process_result_value(value, cast(Any, None))
+    assert converted is not None
+    return converted
+
+
+def group_ids(connection: Connection, ids: Iterable[str]) -> set[str]:
+    """Which of these groups still exist."""
+    wanted = list(ids)
+    if not wanted:
+        return set()
+    return set(connection.scalars(select(groups.c.id).where(groups.c.id.in_(wanted))))
