@@ -31,7 +31,8 @@ class FakeGroups(pb.ConsumerGroupServiceServicer):
 
     - `pending` events go to members with room, `attempt` counting deliveries;
     - ack, nack and reject are answered with `settled` (held back while `hold_settled` is
-      clear), nack puts the event back at the end, reject dead-letters it;
+      clear), nack puts the event back at the end, reject dead-letters it; those of `too_late`
+      positions are answered as ignored, and the event is pending again;
     - a member's stream that ends gives what it held back at once;
     - `fail_next` makes the next Consume calls fail at once with those codes, and `cut()`
       ends every open stream with UNAVAILABLE.
@@ -46,6 +47,8 @@ class FakeGroups(pb.ConsumerGroupServiceServicer):
     requests: list[pb.ConsumeRequest] = field(default_factory=list)
     admin: list[Any] = field(default_factory=list)
     acked: list[int] = field(default_factory=list)
+    # Settles of these positions come "too late": answered in `ignored_delivery_ids`.
+    too_late: set[int] = field(default_factory=set)
     consume_calls: int = 0
     metadata: list[dict[str, str]] = field(default_factory=list)
     _members: list[_Member] = field(default_factory=list)
@@ -83,6 +86,11 @@ class FakeGroups(pb.ConsumerGroupServiceServicer):
         if kind == "extend" or kind is None:
             return
         ids = [i for i in getattr(request, kind).delivery_ids if i in member.held]
+        late = [i for i in ids if member.held[i][0].position in self.too_late]
+        ids = [i for i in ids if i not in late]
+        for delivery_id in late:
+            event, attempt = member.held.pop(delivery_id)
+            self.pending.append((event, attempt))
         for delivery_id in ids:
             event, attempt = member.held.pop(delivery_id)
             if kind == "ack":
@@ -94,9 +102,10 @@ class FakeGroups(pb.ConsumerGroupServiceServicer):
                     pb.DeadLetter(event=event, attempts=attempt, reason=request.reject.reason)
                 )
         await self.hold_settled.wait()
-        member.unsettled -= len(ids)
-        if ids:
-            member.out.put_nowait(pb.ConsumeResponse(settled=pb.Settled(delivery_ids=ids)))
+        member.unsettled -= len(ids) + len(late)
+        if ids or late:
+            settled = pb.Settled(delivery_ids=ids, ignored_delivery_ids=late)
+            member.out.put_nowait(pb.ConsumeResponse(settled=settled))
         self._pump()
 
     async def Consume(

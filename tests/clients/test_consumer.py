@@ -116,6 +116,20 @@ async def test_nack_reject_and_extend_send_what_the_contract_says() -> None:
         await consumer.aclose()
 
 
+async def test_an_ack_the_server_ignores_as_too_late_answers_false() -> None:
+    fake = FakeGroups(too_late={1})
+    fake.add(*make_log(2))
+    async with running(fake) as address, JourneyClient(address) as client:
+        consumer = client.consume("g")
+        late, fine = await take(consumer, 2)
+        assert await late.ack() is False  # it did not count: the event comes again
+        assert await fine.ack() is True
+        (again,) = await take(consumer, 1)
+        assert (again.event.position, again.attempt) == (1, 2)
+        await consumer.aclose()
+    assert fake.acked == [2]
+
+
 async def test_acks_made_together_go_in_one_message() -> None:
     fake = FakeGroups()
     fake.add(*make_log(50))

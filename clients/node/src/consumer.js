@@ -62,10 +62,13 @@ class Link {
     }
   }
 
-  settled(deliveryIds) {
-    for (const id of deliveryIds) {
-      this.waiting.get(id)?.(true);
-      this.waiting.delete(id);
+  // Ignored ids came too late (their ack timeout had passed): they did not count.
+  settled({ deliveryIds, ignoredDeliveryIds = [] }) {
+    for (const [ids, durable] of [[deliveryIds, true], [ignoredDeliveryIds, false]]) {
+      for (const id of ids) {
+        this.waiting.get(id)?.(durable);
+        this.waiting.delete(id);
+      }
     }
   }
 
@@ -78,9 +81,10 @@ class Link {
 }
 
 // One event handed to this member. ack(), nack() and reject() resolve to true once the server
-// says the outcome is durable (`settled`), or false if the stream broke first: the outcome is
-// unconfirmed (the server may have stored it or not; if not, the event comes again, to some
-// member). Settle each delivery once.
+// says the outcome is durable (`settled`), or false if it did not count (it came after the
+// group's ack timeout: the event comes again) or is unconfirmed (the stream broke first: the
+// server may have stored it or not; if not, the event comes again). Handlers must be
+// idempotent; a long one should extend(). Settle each delivery once.
 export class Delivery {
   constructor(link, delivery) {
     this.link = link;
@@ -180,7 +184,7 @@ export class Consumer {
             for (const delivery of response.deliveries.deliveries) this.queue.push(new Delivery(link, delivery));
             this.notify();
           } else {
-            link.settled(response.settled.deliveryIds);
+            link.settled(response.settled);
           }
         });
         call.on("error", resolve);

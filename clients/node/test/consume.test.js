@@ -14,7 +14,7 @@ const event = (position) => ({ position: String(position), id: `e${position}`, t
 // ends gives back what it held. `failNext` codes fail the next calls at once; cut() ends every
 // stream with UNAVAILABLE. Every request is recorded.
 async function fakeGroups(positions) {
-  const state = { pending: positions.map((p) => [event(p), 0]), requests: [], acked: [], deadLetters: [], failNext: [], members: new Set(), ids: 0, holdSettled: false };
+  const state = { pending: positions.map((p) => [event(p), 0]), requests: [], acked: [], deadLetters: [], failNext: [], tooLate: new Set(), members: new Set(), ids: 0, holdSettled: false };
   const pump = () => {
     for (const member of state.members) {
       const batch = [];
@@ -45,7 +45,14 @@ async function fakeGroups(positions) {
           return;
         }
         if (request.request === "extend") return;
-        const ids = request[request.request].deliveryIds.filter((id) => member.held.has(id));
+        const held = request[request.request].deliveryIds.filter((id) => member.held.has(id));
+        // Settles of tooLate positions are ignored (as after an ack timeout): pending again.
+        const late = held.filter((id) => state.tooLate.has(Number(member.held.get(id)[0].position)));
+        const ids = held.filter((id) => !late.includes(id));
+        for (const id of late) {
+          state.pending.push(member.held.get(id));
+          member.held.delete(id);
+        }
         for (const id of ids) {
           const [e, attempt] = member.held.get(id);
           member.held.delete(id);
@@ -54,7 +61,7 @@ async function fakeGroups(positions) {
           else state.deadLetters.push([Number(e.position), request.reject.reason]);
         }
         if (state.holdSettled) return;
-        call.write({ settled: { deliveryIds: ids } });
+        call.write({ settled: { deliveryIds: ids, ignoredDeliveryIds: late } });
         pump();
       });
       const gone = () => {
@@ -149,7 +156,7 @@ test("ack waits for settled; a cut stream voids its deliveries and the events co
   }
 });
 
-test("it rejoins after UNAVAILABLE and CANCELLED, and throws NOT_FOUND", async () => {
+test("it rejoins after UNAVAILABLE and CANCELLED, answers false to an ignored ack, throws NOT_FOUND", async () => {
   const { server, state, address } = await fakeGroups([1]);
   const client = new JourneyClient(address, { backoff: FAST });
   try {
@@ -159,6 +166,14 @@ test("it rejoins after UNAVAILABLE and CANCELLED, and throws NOT_FOUND", async (
     assert.equal(consumer.reconnects, 2);
     assert.equal(await delivery.ack(), true);
     await consumer.close();
+    state.tooLate.add(2);
+    state.pending.push([event(2), 0]);
+    const late = client.consume("g");
+    const [first] = await take(late, 1);
+    assert.equal(await first.ack(), false); // too late: it did not count, and comes again
+    const [again] = await take(late, 1);
+    assert.deepEqual([again.event.position, again.attempt], ["2", 2]);
+    await late.close({ graceMs: 0 });
     state.failNext = [grpc.status.NOT_FOUND];
     await assert.rejects(take(client.consume("nope"), 1), (error) => error.code === grpc.status.NOT_FOUND);
     assert.throws(() => client.consume("g", { maxInFlight: 0 }), /1 to 1000/);

@@ -77,11 +77,13 @@ class _Link:
         self.wake.set()
         return True
 
-    def settled(self, delivery_ids: Any) -> None:
-        for delivery_id in delivery_ids:
-            future = self.waiting.pop(delivery_id, None)
-            if future is not None and not future.done():
-                future.set_result(True)
+    def settled(self, settled: pb.Settled) -> None:
+        # Ignored ones came too late (their ack timeout had passed): they did not count.
+        for ids, durable in ((settled.delivery_ids, True), (settled.ignored_delivery_ids, False)):
+            for delivery_id in ids:
+                future = self.waiting.pop(delivery_id, None)
+                if future is not None and not future.done():
+                    future.set_result(durable)
 
     def end(self) -> None:
         """The stream is gone: what was not settled on it never will be."""
@@ -127,10 +129,11 @@ class Delivery:
     """One event handed to this member: handle it, then `ack`, `nack` or `reject` it once.
 
     `ack`, `nack` and `reject` wait, by default, until the server answers with `settled`,
-    i.e. until the outcome is durable, and return True. False means the stream broke first:
-    the outcome is unconfirmed (the server may have stored it or not; if not, the event is
-    delivered again, to some member), so handlers must be idempotent, as with any
-    at-least-once delivery.
+    i.e. until the outcome is durable, and return True. False means it did not count or is
+    unconfirmed: it came after the group's ack timeout (the server ignored it and delivers the
+    event again), or the stream broke first (the server may have stored it or not; if not,
+    the event is delivered again, to some member). So handlers must be idempotent, as with
+    any at-least-once delivery, and a long one should `extend()`.
     With `wait=False` they return once the outcome is queued; `await d.wait_settled()` later.
     """
 
@@ -285,7 +288,7 @@ class Consumer:
                         for delivery in response.deliveries.deliveries:
                             await self._queue.put(Delivery(link, delivery))
                     else:
-                        link.settled(response.settled.delivery_ids)
+                        link.settled(response.settled)
                 # A stream ends with OK only when the server shuts down: join again after it.
                 reason = "the server ended the stream"
                 last_error: Exception = Unavailable(grpc.StatusCode.UNAVAILABLE, reason)
