@@ -59,3 +59,29 @@ test("several addresses work with TLS and the API key", { skip: !address }, asyn
     client.close();
   }
 });
+
+// A consumer group on the live server: each event acked once settled; a nack comes again.
+test("consume() gets a group's events, and ack and nack are settled", { skip: !address }, async () => {
+  const client = new JourneyClient(address, { tls, apiKey });
+  const name = `node-${process.pid}`;
+  try {
+    await client.createConsumerGroup({ name, types: ["profile-created"], sourceId: "node-groups", start: "end", ordering: "profile" });
+    for (const profileId of ["g1", "g2"]) await client.track({ sourceId: "node-groups", profileId, events: ["page-view"] });
+    const consumer = client.consume(name, { maxInFlight: 10 });
+    const seen = [];
+    for await (const delivery of consumer) {
+      seen.push([delivery.event.profileId, delivery.attempt]);
+      const settled = delivery.event.profileId === "g1" && delivery.attempt === 1 ? await delivery.nack({ delayMs: 0 }) : await delivery.ack();
+      assert.equal(settled, true);
+      if (seen.length === 3) break;
+    }
+    assert.deepEqual(seen.sort(), [["g1", 1], ["g1", 2], ["g2", 1]]);
+    await consumer.close();
+    const group = await client.getConsumerGroup(name);
+    assert.equal(group.pendingCount, "0");
+    assert.equal(await client.redriveDeadLetters(name), "0");
+    await client.deleteConsumerGroup(name);
+  } finally {
+    client.close();
+  }
+});
