@@ -30,6 +30,17 @@ async def cli(*args: str) -> tuple[int, str, str]:
     return process.returncode, out.decode(), err.decode()
 
 
+def running(pid: int) -> bool:
+    """Whether a process runs (a zombie does not: when `sh -c` forked for the command, the
+    command's parent is gone and whoever inherits it may be slow to reap it)."""
+    stat = Path(f"/proc/{pid}/stat")
+    try:
+        state = stat.read_text().rpartition(")")[2].split()[0]
+    except FileNotFoundError:
+        return False
+    return state not in ("Z", "X")
+
+
 async def until(condition: object, what: str) -> None:
     async with asyncio.timeout(20):
         while not condition():  # type: ignore[operator]
@@ -161,3 +172,36 @@ async def test_consume_exec_acks_on_exit_0_and_nacks_failures_and_timeouts(
     text = err.decode()
     assert "exit 3; nacked" in text
     assert "killed after 0.5s; nacked" in text
+
+
+async def test_stopping_consume_exec_kills_the_running_command_and_acks_nothing(
+    tmp_path: Path,
+) -> None:
+    script = tmp_path / "hook.sh"
+    script.write_text('#!/bin/sh\necho $$ > "$OUT/pid"\nexec sleep 30\n')
+    script.chmod(0o755)
+    fake = FakeGroups()
+    await fake.CreateConsumerGroup(pb.CreateConsumerGroupRequest(name="g"), None)  # type: ignore[arg-type]
+    fake.add(*make_log(1))
+    server, address = await serve_groups(fake)
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "journey_client", "consume", "g", "--server", address,
+        "--exec", str(script), env={**ENV, "OUT": str(tmp_path)},
+        stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    pid_file = tmp_path / "pid"
+    try:
+        await until(lambda: pid_file.exists() and pid_file.read_text().strip(), "started")
+        pid = int(pid_file.read_text())
+        process.send_signal(signal.SIGTERM)
+        async with asyncio.timeout(20):
+            _, err = await process.communicate()
+        assert process.returncode == 0, err.decode()
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+        await server.stop(None)
+    assert not running(pid)  # the command was killed, not left behind
+    assert fake.acked == []
+    assert not [r for r in fake.requests if r.WhichOneof("request") in ("ack", "nack")]

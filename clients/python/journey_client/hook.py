@@ -60,12 +60,23 @@ async def run_once(hook: Hook, delivery: Delivery, event_json: str) -> None:
     event = delivery.event
     what = f"{_TYPE_BY_NUMBER.get(event.type, event.type)} at position {event.position} "
     what += f"(attempt {delivery.attempt})"
-    process = await asyncio.create_subprocess_shell(
-        hook.command,
-        stdin=asyncio.subprocess.PIPE,
-        env=environment(delivery, os.environ),
-        start_new_session=True,
+    spawning = asyncio.ensure_future(
+        asyncio.create_subprocess_shell(
+            hook.command,
+            stdin=asyncio.subprocess.PIPE,
+            env=environment(delivery, os.environ),
+            start_new_session=True,
+        )
     )
+    try:
+        process = await asyncio.shield(spawning)
+    except asyncio.CancelledError:
+        # Stopped while the command was starting (it may run already): end it all the same.
+        with contextlib.suppress(OSError):
+            started = await spawning
+            _kill(started)
+            await started.wait()
+        raise
     extender = (
         None
         if hook.extend_every is None
