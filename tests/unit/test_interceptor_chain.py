@@ -119,7 +119,8 @@ def sample(registry: CollectorRegistry, name: str, **labels: str) -> float:
 async def test_a_bidi_stream_passes_every_layer_and_is_counted() -> None:
     registry, handler = CollectorRegistry(), CountingHandler()
     async with serving(journey_chain(registry, AdmissionInterceptor()), handler) as channel:
-        answers = [m.delivery_ids[0] async for m in echo(channel)(acks("a", "b", "c"), metadata=ADMIN)]
+        call = echo(channel)(acks("a", "b", "c"), metadata=ADMIN)
+        answers = [m.delivery_ids[0] async for m in call]
     assert answers == ["a", "b", "c"]
     # The limit of 0 subscriptions refuses server streams only; a bidi stream is no subscription.
     assert sample(registry, "grpc_server_started_total") == 1
@@ -143,9 +144,13 @@ async def test_an_undecodable_message_mid_stream_is_invalid_argument() -> None:
     requests = [*acks("a"), b"\x0a\x10ab"]
     async with serving(journey_chain(registry, AdmissionInterceptor()), handler) as channel:
         received: list[str] = []
-        with pytest.raises(grpc.aio.AioRpcError) as caught:
+
+        async def read_all() -> None:
             async for message in echo(channel)(iter(requests), metadata=ADMIN):
                 received.append(message.delivery_ids[0])
+
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await read_all()
     assert received == ["a"]
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert violated_fields(caught.value) == ["request"]
