@@ -151,8 +151,6 @@ class ConsumerGroupEntryRow(Base):
     __table_args__ = (
         # Dispatch: a group's pending entries in position order; counts and listings by state.
         Index("ix_consumer_group_entries_state", "group_id", "state", "position"),
-        # When is the next nack delay over?
-        Index("ix_consumer_group_entries_due", "group_id", "state", "visible_at"),
         # Per-key ordering: is an earlier entry of this key still unsettled?
         Index("ix_consumer_group_entries_key", "group_id", "key", "position"),
         # Acks, nacks, rejects and extends name deliveries.

@@ -54,11 +54,6 @@ def upgrade() -> None:
         ["group_id", "state", "position"],
     )
     op.create_index(
-        "ix_consumer_group_entries_due",
-        "consumer_group_entries",
-        ["group_id", "state", "visible_at"],
-    )
-    op.create_index(
         "ix_consumer_group_entries_key", "consumer_group_entries", ["group_id", "key", "position"]
     )
     op.create_index("ix_consumer_group_entries_delivery", "consumer_group_entries", ["delivery_id"])
