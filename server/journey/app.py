@@ -41,6 +41,7 @@ from journey.domain.policy import Policy
 from journey.groups import ConsumerGroups
 from journey.journal import Journal
 from journey.observability.metrics import (
+    BIDI_STREAM,
     SERVER_STREAM,
     UNARY,
     Metrics,
@@ -272,8 +273,9 @@ def _register_methods(metrics: Metrics) -> None:
         service = pb.tracker_service_pb2.DESCRIPTOR.pool.FindServiceByName(name)
         for method in service.methods:
             if method.client_streaming:
-                continue  # Consume: the interceptors do not wrap bidi streams (yet)
-            grpc_type = SERVER_STREAM if method.server_streaming else UNARY
+                grpc_type = BIDI_STREAM
+            else:
+                grpc_type = SERVER_STREAM if method.server_streaming else UNARY
             metrics.rpc.method(grpc_type, f"/{name}/{method.name}")
 
 

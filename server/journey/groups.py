@@ -225,10 +225,15 @@ class ConsumerGroups:
 
     def _round_runner(self, group_id: str) -> RunRound:
         async def run(
-            ops: Mapping[str, storage.MemberOps], rooms: Mapping[str, int], now: datetime
+            ops: Mapping[str, storage.MemberOps],
+            rooms: Mapping[str, int],
+            now: datetime,
+            expire: bool,
         ) -> storage.Round:
             return await self._writer.submit(
-                lambda uow: storage.dispatch(uow.connection, group_id, now, ops, rooms, _new_id)
+                lambda uow: storage.dispatch(
+                    uow.connection, group_id, now, ops, rooms, _new_id, expire=expire
+                )
             )
 
         return run

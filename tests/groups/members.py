@@ -58,7 +58,7 @@ class Member:
         self, call: grpc.aio.StreamStreamCall[pb.ConsumeRequest, pb.ConsumeResponse]
     ) -> None:
         try:
-            while (response := await call.read()) is not grpc.aio.EOF:
+            while (response := await call.read()) is not grpc.aio.EOF:  # type: ignore[attr-defined]
                 assert isinstance(response, pb.ConsumeResponse)
                 self._responses.put_nowait(response)
         except (grpc.aio.AioRpcError, asyncio.CancelledError) as error:

@@ -39,7 +39,13 @@ async def run_sql(url: str, *statements: str) -> None:
 async def make_pre_encoded_release(url: str) -> None:
     """Make the database as a version before batched delivery (and before migrations) left it."""
     await run_sql(
-        url, "ALTER TABLE system_events DROP COLUMN encoded", "DROP TABLE alembic_version"
+        url,
+        "ALTER TABLE system_events DROP COLUMN encoded",
+        "DROP TABLE alembic_version",
+        # Revision 0003's tables came later still.
+        "DROP TABLE consumer_groups",
+        "DROP TABLE consumer_group_entries",
+        "DROP TABLE consumer_group_members",
     )
 
 
@@ -55,7 +61,7 @@ async def test_a_fresh_database_gets_exactly_the_schema_of_the_code(database_url
     database = await open_database(database_url)
     try:
         assert database.migration == migrate.Outcome(
-            ("0001_baseline", "0002_fill_encoded"), migrate.head()
+            ("0001_baseline", "0002_fill_encoded", "0003_consumer_groups"), migrate.head()
         )
         async with database.engine.connect() as connection:
             assert await connection.run_sync(differences) == []
@@ -98,7 +104,7 @@ async def test_an_old_database_gets_every_event_encoded_and_replays_it(
     with caplog.at_level(logging.INFO, logger="journey.storage"):
         async with serving(settings) as h:
             assert h.server.database.migration == migrate.Outcome(
-                ("0002_fill_encoded",), migrate.head(), stamped=True
+                ("0002_fill_encoded", "0003_consumer_groups"), migrate.head(), stamped=True
             )
             await h.track("page-view", session_id="after")
             stream = h.events.Subscribe(pb.SubscribeRequest(beginning=Empty(), max_batch_size=1000))
@@ -156,7 +162,9 @@ async def test_an_interrupted_fill_is_finished_at_the_next_start_and_then_costs_
         # The first page (the 4 newest events) committed; the 11 before them were left for
         # this start, in which revision 0002 ran again and finished.
         assert encoded_counts == [11]
-        assert database.migration == migrate.Outcome(("0002_fill_encoded",), migrate.head())
+        assert database.migration == migrate.Outcome(
+            ("0002_fill_encoded", "0003_consumer_groups"), migrate.head()
+        )
         stored = await stored_system_events(database, 100)
         replayed = await Queries(database).encoded_system_events(SystemEventFilter(), 0, 100)
     finally:

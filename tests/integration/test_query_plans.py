@@ -9,12 +9,16 @@ import pytest
 import pytest_asyncio
 from sqlalchemy import Select, text
 
+from journey.domain.groups import GroupSettings, Ordering
 from journey.domain.model import SessionState, SystemEventFilter, SystemEventType
-from journey.storage import statements
+from journey.storage import groups, statements
 from journey.storage.database import Database, open_database
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 ACTIVE = int(SessionState.ACTIVE)
+GROUP = groups.GroupRecord(
+    "g", "g", GroupSettings(SystemEventFilter(), NOW - NOW, 5, Ordering.SESSION), NOW, 0
+)
 
 # (name, statement, index on SQLite, index on PostgreSQL)
 CASES: list[tuple[str, Select[object], str, str]] = [
@@ -90,6 +94,13 @@ CASES: list[tuple[str, Select[object], str, str]] = [
         statements.system_events_page(SystemEventFilter(profile_id="p"), 10, 500),
         "ix_system_events_profile_position",
         "ix_system_events_profile_position",
+    ),
+    (
+        # A consumer group's dispatch: its pending entries due now, in position order.
+        "consumer group dispatch",
+        groups.eligible(GROUP, NOW, 100),
+        "ix_consumer_group_entries_state",
+        "ix_consumer_group_entries_state",
     ),
 ]
 

@@ -11,7 +11,6 @@ import grpc
 from google.protobuf.empty_pb2 import Empty
 
 from journey.api import convert, encoding, page_token, validation
-from journey.api.errors import abort
 from journey.api.validation import MAX_PAGE_SIZE
 from journey.domain.errors import FieldViolation, InvalidArgument, JourneyError
 from journey.domain.groups import DEFAULT_MAX_IN_FLIGHT, MAX_MAX_IN_FLIGHT, Settled
@@ -94,18 +93,13 @@ class ConsumerGroupServicer(pb.ConsumerGroupServiceServicer):
     ) -> AsyncIterator[bytes]:
         """Join a group: deliveries while there is room, settlements once durable."""
         requests = aiter(request_iterator)
-        try:
-            first = await anext(requests, None)
-            if first is None:
-                return
-            if violations := validation.consume_request(first, first=True):
-                raise InvalidArgument(violations)
-            room = min(first.start.max_in_flight or DEFAULT_MAX_IN_FLIGHT, MAX_MAX_IN_FLIGHT)
-            member = await self._groups.join(first.start.group, room)
-        except JourneyError as error:
-            # Bidi streams are not wrapped by the error interceptor: the one map, called here.
-            await abort(context, error)
+        first = await anext(requests, None)
+        if first is None:
             return
+        if violations := validation.consume_order(first, first=True):
+            raise InvalidArgument(violations)
+        room = min(first.start.max_in_flight or DEFAULT_MAX_IN_FLIGHT, MAX_MAX_IN_FLIGHT)
+        member = await self._groups.join(first.start.group, room)
         reader = asyncio.create_task(self._read(requests, member), name="journey-consume-read")
         try:
             while True:
@@ -113,8 +107,7 @@ class ConsumerGroupServicer(pb.ConsumerGroupServiceServicer):
                 if item is None:
                     return
                 if isinstance(item, JourneyError):
-                    await abort(context, item)
-                    return
+                    raise item
                 if isinstance(item, Settled):
                     yield encoding.settled(item)
                 else:
@@ -131,11 +124,13 @@ class ConsumerGroupServicer(pb.ConsumerGroupServiceServicer):
         """Queue the member's acks, nacks, rejects and extends; end the stream on a bad one."""
         try:
             async for request in requests:
-                if violations := validation.consume_request(request, first=False):
+                if violations := validation.consume_order(request, first=False):
                     member.end(InvalidArgument(violations))
                     return
                 member.ask(convert.member_request(request))
                 self._groups.wake(member)
+        except JourneyError as error:  # a message the validation interceptor refused
+            member.end(error)
         except grpc.aio.AioRpcError:
             return
         # The member half-closed: it sends nothing more, and may still receive.

@@ -202,16 +202,23 @@ def list_dead_letters(request: pb.ListDeadLettersRequest) -> Violations:
     return out
 
 
-def consume_request(request: pb.ConsumeRequest, *, first: bool) -> Violations:
-    """One message of a Consume stream: `start` first and only first (checked in the servicer)."""
+def consume_order(request: pb.ConsumeRequest, *, first: bool) -> Violations:
+    """A Consume stream's `start` comes first, and only first (the servicer knows which is)."""
     out: Violations = []
     kind = request.WhichOneof("request")
     if first and kind != "start":
         out.append(FieldViolation("start", "the first message must be start"))
     elif not first and kind == "start":
         out.append(FieldViolation("start", "only the first message may be start"))
-    elif kind is None:
-        out.append(FieldViolation("request", "one of ack, nack, reject, extend is required"))
+    return out
+
+
+def consume(request: pb.ConsumeRequest) -> Violations:
+    """ConsumerGroupService.Consume: each message, as the servicer reads it."""
+    out: Violations = []
+    kind = request.WhichOneof("request")
+    if kind is None:
+        out.append(FieldViolation("request", "one of start, ack, nack, reject, extend is required"))
     elif kind == "start":
         _group_name(out, "start.group", request.start.group)
     elif kind == "nack":
@@ -248,4 +255,6 @@ VALIDATORS: dict[str, Callable[[Any], Violations]] = {
     "/journey.v1.ConsumerGroupService/DeleteConsumerGroup": named,
     "/journey.v1.ConsumerGroupService/ListDeadLetters": list_dead_letters,
     "/journey.v1.ConsumerGroupService/RedriveDeadLetters": named,
+    # Each message of the stream (api/interceptors.py checks them as the servicer reads).
+    "/journey.v1.ConsumerGroupService/Consume": consume,
 }

@@ -46,6 +46,9 @@ class EntryState(enum.IntEnum):
     PENDING = 0
     IN_FLIGHT = 1
     DEAD = 2
+    # With per-key ordering: an earlier event of its key is still unsettled. Only the first
+    # unsettled event of a key is ever PENDING or IN_FLIGHT, so dispatch needs no per-key check.
+    BLOCKED = 3
 
 
 @dataclass(frozen=True)

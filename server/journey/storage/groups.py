@@ -18,12 +18,10 @@ from sqlalchemy import (
     Table,
     and_,
     bindparam,
-    case,
     delete,
     exists,
     func,
     insert,
-    literal,
     select,
     text,
     update,
@@ -67,8 +65,10 @@ SCAN_PAGE = 5000
 # Other replicas hear of releases, nacks, redrives and deletes here (PostgreSQL).
 CHANNEL = "journey_groups"
 _NOTIFY = text("SELECT pg_notify(:channel, :group_id)")
-_PENDING, _IN_FLIGHT, _DEAD = (int(s) for s in EntryState)
-_UNSETTLED = (_PENDING, _IN_FLIGHT)
+_PENDING, _IN_FLIGHT, _DEAD, _BLOCKED = (int(s) for s in EntryState)
+_UNSETTLED = (_PENDING, _IN_FLIGHT, _BLOCKED)
+# A key with an entry in these states has its head: the rest of its entries wait.
+_ACTIVE = (_PENDING, _IN_FLIGHT)
 # A new entry is due at once.
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
@@ -240,7 +240,7 @@ def state(connection: Connection, record: GroupRecord, fresh_since: datetime) ->
         settings=record.settings,
         create_time=record.create_time,
         ack_floor=floor,
-        pending_count=counts.get(_PENDING, 0) + counts.get(_IN_FLIGHT, 0) + not_copied,
+        pending_count=sum(counts.get(s, 0) for s in _UNSETTLED) + not_copied,
         in_flight_count=counts.get(_IN_FLIGHT, 0),
         dead_letter_count=counts.get(_DEAD, 0),
         member_count=int(member_count or 0),
@@ -282,8 +282,86 @@ def redrive(connection: Connection, group_id: str, now: datetime) -> int:
         )
     )
     if result.rowcount:
+        group = by_id(connection, group_id)
+        if group is not None and group.settings.ordering != Ordering.NONE:
+            _reorder(connection, group)
         notify(connection, group_id)
     return int(result.rowcount)
+
+
+def _reorder(connection: Connection, group: GroupRecord) -> None:
+    """After a redrive: per key, only the first unsettled entry may be pending.
+
+    A redriven event waits behind a later one of its key that is in flight now (that one
+    cannot be called back); it goes next.
+    """
+    e = entries.c
+    rows = connection.execute(
+        select(e.key, e.position, e.state)
+        .where(e.group_id == group.id, e.state.in_(_UNSETTLED))
+        .order_by(e.key, e.position)
+    ).all()
+    changes: list[dict[str, Any]] = []
+    key, has_head = None, False
+    for row in rows:
+        if row.key != key:
+            key, has_head = row.key, False
+        if row.state == _IN_FLIGHT:
+            has_head = True
+            continue
+        wanted = _BLOCKED if has_head else _PENDING
+        has_head = True
+        if row.state != wanted:
+            changes.append({"p": row.position, "s": wanted})
+    if changes:
+        connection.execute(
+            update(entries)
+            .where(e.group_id == group.id, e.position == bindparam("p"))
+            .values(state=bindparam("s")),
+            changes,
+        )
+
+
+def _promote(
+    connection: Connection, group: GroupRecord, keys: Iterable[str], now: datetime
+) -> None:
+    """These keys' heads were acked or dead-lettered: their next entries become pending."""
+    if group.settings.ordering == Ordering.NONE:
+        return
+    e = entries.c
+    wanted = set(keys)
+    if not wanted:
+        return
+    for chunk in _chunks(sorted(wanted)):
+        headed = set(
+            connection.scalars(
+                select(e.key)
+                .where(e.group_id == group.id, e.key.in_(chunk), e.state.in_(_ACTIVE))
+                .distinct()
+            )
+        )
+        rest = [k for k in chunk if k not in headed]
+        if not rest:
+            continue
+        nexts = list(
+            connection.scalars(
+                select(func.min(e.position))
+                .where(e.group_id == group.id, e.key.in_(rest), e.state == _BLOCKED)
+                .group_by(e.key)
+            )
+        )
+        if nexts:
+            connection.execute(
+                update(entries)
+                .where(e.group_id == group.id, e.position.in_(nexts))
+                .values(state=_PENDING, visible_at=now)
+            )
+
+
+def _chunks(values: Sequence[str], size: int = 1000) -> Iterable[Sequence[str]]:
+    # Bound the parameters of one statement (SQLite allows 32766).
+    for start in range(0, len(values), size):
+        yield values[start : start + size]
 
 
 def join(
@@ -302,21 +380,43 @@ def _give_back(
 ) -> int:
     """Make these in-flight entries pending again now, or dead when out of attempts."""
     e = entries.c
-    dead = e.attempt >= group.settings.max_attempts
-    result = connection.execute(
+    rows = connection.execute(
+        select(e.position, e.key, e.attempt).where(e.group_id == group.id, where)
+    ).all()
+    if not rows:
+        return 0
+    changes = [
+        _dead(row.position, reason, now)
+        if exhausted(row.attempt, group.settings.max_attempts)
+        else _pending(row.position, now)
+        for row in rows
+    ]
+    _change(connection, group, changes)
+    _promote(
+        connection,
+        group,
+        (r.key for r, c in zip(rows, changes, strict=True) if c["s"] == _DEAD),
+        now,
+    )
+    return len(rows)
+
+
+def _change(connection: Connection, group: GroupRecord, changes: Sequence[dict[str, Any]]) -> None:
+    """Settle entries: back to pending (with a delay), or dead (with a reason)."""
+    e = entries.c
+    connection.execute(
         update(entries)
-        .where(e.group_id == group.id, where)
+        .where(e.group_id == group.id, e.position == bindparam("p"))
         .values(
-            state=case((dead, _DEAD), else_=_PENDING),
-            visible_at=now,
+            state=bindparam("s"),
+            visible_at=bindparam("v"),
             member_id=None,
             lease_until=None,
-            reason=case((dead, reason), else_=None),
-            # A bare datetime inside CASE would not get the column's type (micros).
-            dead_letter_time=case((dead, literal(now, UtcMicros())), else_=None),
-        )
+            reason=bindparam("r"),
+            dead_letter_time=bindparam("d"),
+        ),
+        changes,
     )
-    return int(result.rowcount)
 
 
 def leave(connection: Connection, member_ids: Sequence[str], now: datetime) -> set[str]:
@@ -405,8 +505,14 @@ def dispatch(
     ops: Mapping[str, MemberOps],
     rooms: Mapping[str, int],
     new_id: Any,
+    *,
+    expire: bool = True,
 ) -> Round:
-    """One round: apply the members' requests, expire leases, scan the log, hand out work."""
+    """One round: apply the members' requests, expire leases, scan the log, hand out work.
+
+    `expire`: look for expired leases (the caller does so when one may be due, not at every
+    round: rounds run at every commit and every ack, and each statement costs a round trip).
+    """
     group = by_id(connection, group_id)
     if group is None:
         return Round(exists=False)
@@ -414,18 +520,21 @@ def dispatch(
     for member_id, member_ops in ops.items():
         out.settled[member_id] = _settle(connection, group, member_id, member_ops, now)
     e = entries.c
-    _give_back(
-        connection,
-        group,
-        and_(e.state == _IN_FLIGHT, e.lease_until <= now),
-        now,
-        REASON_ACK_TIMEOUT,
-    )
+    if expire:
+        _give_back(
+            connection,
+            group,
+            and_(e.state == _IN_FLIGHT, e.lease_until <= now),
+            now,
+            REASON_ACK_TIMEOUT,
+        )
     out.more = _scan(connection, group)
     wanted = sum(max(room, 0) for room in rooms.values())
     if wanted:
         out.deliveries = _hand_out(connection, group, now, rooms, wanted, new_id)
-    out.next_due = _next_due(connection, group, now)
+    if len(out.deliveries) < wanted or expire:
+        # Idle (or a periodic round): when is the next nack delay or lease due?
+        out.next_due = _next_due(connection, group, now)
     return out
 
 
@@ -440,10 +549,10 @@ def _settle(
     current = {
         row.delivery_id: row
         for row in connection.execute(
-            select(e.delivery_id, e.position, e.attempt).where(
+            select(e.delivery_id, e.position, e.attempt, e.key).where(
                 e.group_id == group.id,
                 e.delivery_id.in_(named),
-                e.state.in_(_UNSETTLED),
+                e.state.in_(_ACTIVE),
             )
         )
     }
@@ -475,20 +584,11 @@ def _settle(
         changes.append(_dead(row.position, reason, now))
         settled[delivery_id] = None
     if changes:
-        connection.execute(
-            update(entries)
-            .where(e.group_id == group.id, e.position == bindparam("p"))
-            .values(
-                state=bindparam("s"),
-                visible_at=bindparam("v"),
-                member_id=None,
-                lease_until=None,
-                reason=bindparam("r"),
-                dead_letter_time=bindparam("d"),
-            ),
-            changes,
-        )
+        _change(connection, group, changes)
         notify(connection, group.id)
+    done = {c["p"] for c in changes if c["s"] == _DEAD} | set(ack_positions)
+    if done:
+        _promote(connection, group, (r.key for r in current.values() if r.position in done), now)
     extended = [current[i].position for i in ops.extends if i in current and i not in settled]
     if extended:
         connection.execute(
@@ -530,21 +630,35 @@ def _scan(connection: Connection, group: GroupRecord) -> bool:
     scanned = rows[-1].position if full else head
     if rows:
         ordering = group.settings.ordering
-        connection.execute(
-            insert(entries),
-            [
+        keys = [ordering_key(ordering, row.session_id, row.profile_id) for row in rows]
+        # With ordering, an event whose key has an unsettled one already waits behind it.
+        headed: set[str] = set()
+        if ordering != Ordering.NONE:
+            e = entries.c
+            for chunk in _chunks(sorted(set(keys))):
+                headed.update(
+                    connection.scalars(
+                        select(e.key)
+                        .where(e.group_id == group.id, e.key.in_(chunk), e.state.in_(_UNSETTLED))
+                        .distinct()
+                    )
+                )
+        values = []
+        for row, key in zip(rows, keys, strict=True):
+            blocked = ordering != Ordering.NONE and key in headed
+            headed.add(key)
+            values.append(
                 {
                     "group_id": group.id,
                     "position": row.position,
-                    "key": ordering_key(ordering, row.session_id, row.profile_id),
+                    "key": key,
                     "occur_time": row.occur_time,
-                    "state": _PENDING,
+                    "state": _BLOCKED if blocked else _PENDING,
                     "attempt": 0,
                     "visible_at": _EPOCH,
                 }
-                for row in rows
-            ],
-        )
+            )
+        connection.execute(insert(entries), values)
     connection.execute(
         update(groups).where(groups.c.id == group.id).values(scanned_position=scanned)
     )
@@ -552,25 +666,18 @@ def _scan(connection: Connection, group: GroupRecord) -> bool:
 
 
 def eligible(group: GroupRecord, now: datetime, limit: int) -> Any:
-    """The dispatch query: pending entries due now, in position order, each key's first only.
+    """The dispatch query: pending entries due now, in position order.
 
-    With per-key ordering an entry waits while an earlier one of its key is unsettled.
+    With per-key ordering only a key's first unsettled entry is ever pending (the rest are
+    BLOCKED), so no per-key condition is needed here.
     """
-    e = entries.alias("e")
-    query = select(e.c.position, e.c.attempt).where(
-        e.c.group_id == group.id, e.c.state == _PENDING, e.c.visible_at <= now
+    e = entries.c
+    return (
+        select(e.position, e.attempt)
+        .where(e.group_id == group.id, e.state == _PENDING, e.visible_at <= now)
+        .order_by(e.position)
+        .limit(limit)
     )
-    if group.settings.ordering != Ordering.NONE:
-        earlier = entries.alias("earlier")
-        query = query.where(
-            ~exists().where(
-                earlier.c.group_id == e.c.group_id,
-                earlier.c.key == e.c.key,
-                earlier.c.position < e.c.position,
-                earlier.c.state.in_(_UNSETTLED),
-            )
-        )
-    return query.order_by(e.c.position).limit(limit)
 
 
 def _hand_out(

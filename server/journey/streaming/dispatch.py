@@ -24,8 +24,9 @@ MAX_BACKOFF_SECONDS = 1.0
 
 # What a member's stream is sent: deliveries, settlements, or the end (an error, or None).
 Outgoing = list[Delivery] | Settled | JourneyError | None
-# Runs one round in a writer transaction: (ops by member, rooms by member, now) -> Round.
-RunRound = Callable[[Mapping[str, MemberOps], Mapping[str, int], datetime], Awaitable[Round]]
+# Runs one round in a writer transaction: (ops by member, rooms by member, now, whether to
+# look for expired leases) -> Round.
+RunRound = Callable[[Mapping[str, MemberOps], Mapping[str, int], datetime, bool], Awaitable[Round]]
 
 
 class Member:
@@ -125,6 +126,9 @@ class Dispatcher:
         self._run_round = run_round
         self._clock = clock
         self._wake = asyncio.Event()
+        # When a lease may run out next (another replica's included: at the latest after a
+        # poll), so that rounds look for expired leases only then.
+        self._expire_at: datetime | None = None
         self.finished = False
         self.task: asyncio.Task[None] | None = None
 
@@ -155,8 +159,12 @@ class Dispatcher:
             taken = {m.id: m.take() for m in members}
             ops = {member_id: o for member_id, (o, _) in taken.items() if o != MemberOps()}
             rooms = {member_id: room for member_id, (_, room) in taken.items()}
+            now = self._clock.now()
+            expire = self._expire_at is None or now >= self._expire_at
+            if expire:
+                self._expire_at = now + timedelta(seconds=POLL_SECONDS)
             try:
-                done = await self._run_round(ops, rooms, self._clock.now())
+                done = await self._run_round(ops, rooms, now, expire)
             except Exception as error:
                 for member in members:
                     if member.id in ops:
@@ -204,6 +212,8 @@ class Dispatcher:
             member.outbox.put_nowait(batch)
         seconds = POLL_SECONDS
         if done.next_due is not None:
+            if self._expire_at is None or done.next_due < self._expire_at:
+                self._expire_at = done.next_due
             until = (done.next_due - self._clock.now()).total_seconds()
             seconds = min(seconds, max(until, 0.0))
         return _Wait(seconds)
