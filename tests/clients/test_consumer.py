@@ -215,6 +215,11 @@ async def test_errors_end_the_consumer_with_typed_exceptions() -> None:
             await take(consumer, 1)
         with pytest.raises(ValueError, match="1 to 1000"):
             client.consume("known", max_in_flight=0)
+        # Two tasks sharing one consumer both see the error that ended it.
+        fake.fail_next = [grpc.StatusCode.NOT_FOUND]
+        shared = client.consume("known")
+        results = await asyncio.gather(take(shared, 1), take(shared, 1), return_exceptions=True)
+        assert [type(r) for r in results] == [NotFound, NotFound]
 
 
 async def test_admin_methods_send_the_settings_and_follow_every_page() -> None:

@@ -232,6 +232,8 @@ class Consumer:
             item = await self._queue.get()
             if isinstance(item, BaseException):
                 self._closed = True
+                # Back for any other task waiting here (several may share one consumer).
+                self._queue.put_nowait(item)
                 raise item
             if not item.void:
                 return item
