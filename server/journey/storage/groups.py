@@ -456,6 +456,21 @@ def heartbeat(
     return leave(connection, stale, now)
 
 
+def any_stale(connection: Connection, stale_before: datetime) -> bool:
+    """Whether some member's heartbeat is older than `stale_before` (a read, for idle replicas)."""
+    query = select(members.c.id).where(members.c.heartbeat_time < stale_before).limit(1)
+    return connection.execute(query).first() is not None
+
+
+def anything_held(connection: Connection) -> bool:
+    """Whether any member is recorded or any entry is in flight (a read, at start)."""
+    member = connection.execute(select(members.c.id).limit(1)).first()
+    held = connection.execute(
+        select(entries.c.position).where(entries.c.state == _IN_FLIGHT).limit(1)
+    ).first()
+    return member is not None or held is not None
+
+
 def leave_other_replicas(connection: Connection, replica_id: str, now: datetime) -> set[str]:
     """Forget every member of another replica (SQLite: this process is the only one)."""
     others = list(
