@@ -301,13 +301,13 @@ def _reorder(connection: Connection, group: GroupRecord) -> None:
         .where(e.group_id == group.id, e.state.in_(_UNSETTLED))
         .order_by(e.key, e.position)
     ).all()
+    flying = {row.key for row in rows if row.state == _IN_FLIGHT}
     changes: list[dict[str, Any]] = []
     key, has_head = None, False
     for row in rows:
         if row.key != key:
-            key, has_head = row.key, False
+            key, has_head = row.key, row.key in flying
         if row.state == _IN_FLIGHT:
-            has_head = True
             continue
         wanted = _BLOCKED if has_head else _PENDING
         has_head = True
