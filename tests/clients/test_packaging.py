@@ -34,7 +34,7 @@ def test_the_client_imports_without_the_server_or_its_database_packages() -> Non
         f"for name in {blocked!r}: sys.modules[name] = None\n"
         "import journey_client, journey_client.cli, journey_client.sync\n"
         "from journey_client import pb\n"
-        "assert len(pb.commented_descriptors()) == 7\n"
+        "assert len(pb.commented_descriptors()) == 9\n"
         "sys.exit(journey_client.cli.main(['settings', '--help']))\n"
     )
     result = subprocess.run(
