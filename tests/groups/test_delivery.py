@@ -229,3 +229,21 @@ async def test_a_redriven_event_waits_for_its_key_and_blocks_the_rest(
         member.ack(third[0].delivery_id)
         again = await member.deliveries(1)
         assert (positions(again), again[0].attempt) == ([2], 1)
+
+
+async def test_a_graceful_stop_ends_streams_unavailable_and_gives_their_work_back(
+    make_settings: SettingsFactory,
+) -> None:
+    settings = make_settings()
+    async with serving(settings) as h:
+        groups = await create(h)
+        await h.track("page-view", profile_id="p", session_id="s")
+        member = Member(groups, "g").open()
+        await member.deliveries(3)
+        await h.server.stop(5.0)
+        assert await member.status() == grpc.StatusCode.UNAVAILABLE
+    # Given back as the stream ended, not 30 s (ack_timeout) later, nor 5 s (heartbeats).
+    async with serving(settings) as h:
+        groups = pb.ConsumerGroupServiceStub(h.channel)
+        again = await Member(groups, "g").open().deliveries(3, seconds=3)
+        assert ([d.attempt for d in again], positions(again)) == ([2, 2, 2], [1, 2, 3])
