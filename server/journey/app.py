@@ -419,6 +419,8 @@ async def _create(
         )
         if metrics is not None:
             metrics.watch(Streams(head=lambda: broker.head, cursors=follow.positions))
+            loop = asyncio.get_running_loop()
+            metrics.watch_groups(lambda: groups.states_from_thread(loop))
             _register_methods(metrics)
             metrics_server = _serve_metrics(settings, metrics)
         admission = AdmissionInterceptor()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import uuid
 from collections.abc import Callable, Mapping, Sequence
@@ -125,6 +126,21 @@ class ConsumerGroups:
         self._wake(group_id)
         return count
 
+    def states_from_thread(
+        self, loop: asyncio.AbstractEventLoop, timeout: float = 2.0
+    ) -> tuple[list[GroupState], datetime]:
+        """Every group's state, read on `loop` from another thread (a metrics scrape).
+
+        Nothing when it cannot be read in `timeout` seconds (storage down, shutting down).
+        """
+        now = self._clock.now()
+        try:
+            future = asyncio.run_coroutine_threadsafe(self.page("", 1000), loop)
+            return future.result(timeout), now
+        except Exception as error:
+            log.warning("reading the consumer groups for metrics failed: %r", error)
+            return [], now
+
     # --- members -------------------------------------------------------------------------
 
     async def join(self, name: str, max_in_flight: int) -> Member:
@@ -176,7 +192,8 @@ class ConsumerGroups:
 
     async def start(self) -> None:
         """Take back what an earlier process left (SQLite), then heartbeat and listen."""
-        if self._database.is_sqlite:
+        # Read first: a server that never had a group commits nothing for them.
+        if self._database.is_sqlite and await self._read(storage.anything_held):
             now = self._clock.now()
             await self._writer.submit(
                 lambda uow: storage.leave_other_replicas(uow.connection, self.replica_id, now)
@@ -242,6 +259,12 @@ class ConsumerGroups:
         while True:
             await asyncio.sleep(HEARTBEAT_SECONDS)
             try:
+                if not any(d.members for d in self._dispatchers.values()):
+                    # No member here to keep alive: commit only to take back stale ones.
+                    stale_before = self._clock.now() - STALE_AFTER
+                    stale = functools.partial(storage.any_stale, stale_before=stale_before)
+                    if not await self._read(stale):
+                        continue
                 touched = await self._writer.submit(self._beat)
             except Exception as error:
                 log.warning("consumer group heartbeat failed: %r", error)

@@ -207,3 +207,43 @@ async def test_timeout_driven_events_reach_groups(make_settings: SettingsFactory
             pb.SystemEventType.SYSTEM_EVENT_TYPE_VISIT_ENDED,
             pb.SystemEventType.SYSTEM_EVENT_TYPE_SESSION_CLOSED,
         ]
+
+
+async def test_a_redriven_event_waits_for_its_key_and_blocks_the_rest(
+    make_settings: SettingsFactory,
+) -> None:
+    async with serving(make_settings()) as h:
+        groups = await create(h, ordering=pb.ConsumerGroupOrdering.CONSUMER_GROUP_ORDERING_SESSION)
+        # 1 profile-created (key p), 2 session-opened and 3 visit-started (key s).
+        await h.track("page-view", profile_id="p", session_id="s")
+        member = Member(groups, "g").open()
+        first = await member.deliveries(2)
+        assert positions(first) == [1, 2]
+        member.reject(first[1].delivery_id, reason="bad")  # 2 dead: 3 is next for key s
+        third = await member.deliveries(1)
+        assert positions(third) == [3]
+        await groups.RedriveDeadLetters(pb.RedriveDeadLettersRequest(name="g"))
+        # 2 is back, but 3 of its key is in flight: 2 waits for it.
+        with pytest.raises(TimeoutError):
+            await member.deliveries(1, seconds=0.5)
+        member.ack(third[0].delivery_id)
+        again = await member.deliveries(1)
+        assert (positions(again), again[0].attempt) == ([2], 1)
+
+
+async def test_a_graceful_stop_ends_streams_unavailable_and_gives_their_work_back(
+    make_settings: SettingsFactory,
+) -> None:
+    settings = make_settings()
+    async with serving(settings) as h:
+        groups = await create(h)
+        await h.track("page-view", profile_id="p", session_id="s")
+        member = Member(groups, "g").open()
+        await member.deliveries(3)
+        await h.server.stop(5.0)
+        assert await member.status() == grpc.StatusCode.UNAVAILABLE
+    # Given back as the stream ended, not 30 s (ack_timeout) later, nor 5 s (heartbeats).
+    async with serving(settings) as h:
+        groups = pb.ConsumerGroupServiceStub(h.channel)
+        again = await Member(groups, "g").open().deliveries(3, seconds=3)
+        assert ([d.attempt for d in again], positions(again)) == ([2, 2, 2], [1, 2, 3])

@@ -14,6 +14,7 @@ from journey.groups import STALE_AFTER
 from journey_client import pb
 from tests.faults.process import write_config
 from tests.groups.checker import Checker, Worker
+from tests.groups.members import Member
 from tests.groups.test_crash import progress, seed
 from tests.replicas.cluster import replicas, wiped_postgres
 
@@ -82,3 +83,25 @@ async def test_members_on_two_replicas_share_a_group_and_survive_one_being_kille
     assert (state.pending_count, state.dead_letter_count, state.ack_floor) == (0, 0, EVENTS)
     for key, seen in checker.by_key.items():
         assert seen == sorted(seen), key
+
+
+async def test_deleting_a_group_on_one_replica_ends_its_streams_on_the_other(
+    tmp_path: Path,
+) -> None:
+    database_url = await wiped_postgres()
+    config = write_config(tmp_path, database_url)
+    async with replicas(config, 2) as (_, stubs):
+        here, there = (pb.ConsumerGroupServiceStub(s.channel) for s in stubs)
+        await here.CreateConsumerGroup(pb.CreateConsumerGroupRequest(name="g"))
+        member = Member(there, "g").open()
+        # Joined (and counted on every replica) before the delete.
+        async with asyncio.timeout(10):
+            while (
+                await here.GetConsumerGroup(pb.GetConsumerGroupRequest(name="g"))
+            ).member_count < 1:
+                await asyncio.sleep(0.05)
+        started = asyncio.get_running_loop().time()
+        await here.DeleteConsumerGroup(pb.DeleteConsumerGroupRequest(name="g"))
+        assert await member.status(seconds=5) == grpc.StatusCode.NOT_FOUND
+        # Told by NOTIFY (or, at worst, the next second's round), not left open.
+        assert asyncio.get_running_loop().time() - started < 2.5

@@ -27,6 +27,7 @@ from prometheus_client.metrics_core import (
     Metric,
 )
 
+from journey.domain.groups import GroupState
 from journey.domain.model import SystemEvent, SystemEventType
 
 if TYPE_CHECKING:
@@ -247,6 +248,59 @@ class StreamCollector:
         ]
 
 
+class GroupCollector:
+    """Each consumer group's backlog, read from the database when scraped.
+
+    `read` runs in the scraping thread and returns the groups' states with the time they were
+    read at (an empty list when they cannot be read); the label is the group's name, a set
+    bounded by the admins who create groups.
+    """
+
+    def __init__(self, read: Callable[[], tuple[list[GroupState], datetime]]) -> None:
+        self._read = read
+
+    def describe(self) -> Iterable[Metric]:
+        """The families this collector yields."""
+        return self._families([], datetime.now())
+
+    def collect(self) -> Iterable[Metric]:
+        """The groups' counts now."""
+        states, now = self._read()
+        return self._families(states, now)
+
+    @staticmethod
+    def _families(states: list[GroupState], now: datetime) -> list[Metric]:
+        pending = GaugeMetricFamily(
+            "journey_consumer_group_pending_events",
+            "Matching events neither acknowledged nor dead-lettered, in flight included.",
+            labels=("group",),
+        )
+        in_flight = GaugeMetricFamily(
+            "journey_consumer_group_in_flight_events",
+            "Events delivered to a member and not yet settled.",
+            labels=("group",),
+        )
+        dead = GaugeMetricFamily(
+            "journey_consumer_group_dead_letters",
+            "Events in the group's dead letters.",
+            labels=("group",),
+        )
+        age = GaugeMetricFamily(
+            "journey_consumer_group_oldest_pending_age_seconds",
+            "How long ago the oldest pending event occurred (0 when nothing is pending).",
+            labels=("group",),
+        )
+        for state in states:
+            pending.add_metric((state.name,), state.pending_count)
+            in_flight.add_metric((state.name,), state.in_flight_count)
+            dead.add_metric((state.name,), state.dead_letter_count)
+            oldest = state.oldest_pending_time
+            age.add_metric(
+                (state.name,), 0.0 if oldest is None else max((now - oldest).total_seconds(), 0.0)
+            )
+        return [pending, in_flight, dead, age]
+
+
 def _le(bound: float) -> str:
     # As prometheus-client writes a bucket's bound, Go style: 0.0, 100000.0, 1e+06, +Inf.
     if math.isinf(bound):
@@ -306,6 +360,10 @@ class Metrics:
     def watch(self, streams: Streams) -> None:
         """Report the log head and the subscriptions' lag, read at each scrape."""
         self.registry.register(StreamCollector(streams))
+
+    def watch_groups(self, read: Callable[[], tuple[list[GroupState], datetime]]) -> None:
+        """Report each consumer group's backlog, read at each scrape (see GroupCollector)."""
+        self.registry.register(GroupCollector(read))
 
     def committed(
         self,

@@ -301,13 +301,13 @@ def _reorder(connection: Connection, group: GroupRecord) -> None:
         .where(e.group_id == group.id, e.state.in_(_UNSETTLED))
         .order_by(e.key, e.position)
     ).all()
+    flying = {row.key for row in rows if row.state == _IN_FLIGHT}
     changes: list[dict[str, Any]] = []
     key, has_head = None, False
     for row in rows:
         if row.key != key:
-            key, has_head = row.key, False
+            key, has_head = row.key, row.key in flying
         if row.state == _IN_FLIGHT:
-            has_head = True
             continue
         wanted = _BLOCKED if has_head else _PENDING
         has_head = True
@@ -454,6 +454,21 @@ def heartbeat(
         connection.scalars(select(members.c.id).where(members.c.heartbeat_time < stale_before))
     )
     return leave(connection, stale, now)
+
+
+def any_stale(connection: Connection, stale_before: datetime) -> bool:
+    """Whether some member's heartbeat is older than `stale_before` (a read, for idle replicas)."""
+    query = select(members.c.id).where(members.c.heartbeat_time < stale_before).limit(1)
+    return connection.execute(query).first() is not None
+
+
+def anything_held(connection: Connection) -> bool:
+    """Whether any member is recorded or any entry is in flight (a read, at start)."""
+    member = connection.execute(select(members.c.id).limit(1)).first()
+    held = connection.execute(
+        select(entries.c.position).where(entries.c.state == _IN_FLIGHT).limit(1)
+    ).first()
+    return member is not None or held is not None
 
 
 def leave_other_replicas(connection: Connection, replica_id: str, now: datetime) -> set[str]:
