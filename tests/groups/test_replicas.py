@@ -66,13 +66,15 @@ async def test_members_on_two_replicas_share_a_group_and_survive_one_being_kille
                 for i in range(4)
             ]
             tasks = [asyncio.create_task(w.run()) for w in workers]
-            state = await progress(groups[1], checker, EVENTS // 3, 30)
+            state = await progress(groups[1], checker, EVENTS // 3, 30, EVENTS)
             # Both replicas' members hold work; the second replica sees all four.
             assert state.member_count == 4
             servers[0].kill()
             targets[:] = [servers[1].target] * 4
             # Its members' work comes back once their heartbeats are stale.
-            state = await progress(groups[1], checker, EVENTS, 30 + STALE_AFTER.total_seconds())
+            state = await progress(
+                groups[1], checker, EVENTS, 30 + STALE_AFTER.total_seconds(), EVENTS
+            )
         finally:
             for task in tasks:
                 task.cancel()

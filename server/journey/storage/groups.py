@@ -14,9 +14,11 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
 from sqlalchemy import (
+    ColumnElement,
     Connection,
     Table,
     and_,
+    any_,
     bindparam,
     delete,
     exists,
@@ -26,6 +28,7 @@ from sqlalchemy import (
     text,
     update,
 )
+from sqlalchemy.dialects.postgresql import ARRAY
 
 from journey.domain.errors import AlreadyExists, NotFound, OutOfRange
 from journey.domain.groups import (
@@ -65,6 +68,10 @@ SCAN_PAGE = 5000
 # Other replicas hear of releases, nacks, redrives and deletes here (PostgreSQL).
 CHANNEL = "journey_groups"
 _NOTIFY = text("SELECT pg_notify(:channel, :group_id)")
+# asyncpg prepares every statement, and after five runs PostgreSQL may plan one generically,
+# without the group, state and ids it is given: entries churn too fast for that plan to fit.
+# For the rest of the writer's transaction only.
+_CUSTOM_PLANS = text("SET LOCAL plan_cache_mode = force_custom_plan")
 _PENDING, _IN_FLIGHT, _DEAD, _BLOCKED = (int(s) for s in EntryState)
 _UNSETTLED = (_PENDING, _IN_FLIGHT, _BLOCKED)
 # A key with an entry in these states has its head: the rest of its entries wait.
@@ -115,6 +122,20 @@ def _record(row: Any) -> GroupRecord:
         create_time=row.create_time,
         scanned_position=row.scanned_position,
     )
+
+
+def _among(connection: Connection, column: Any, values: Iterable[Any]) -> ColumnElement[bool]:
+    """`column IN values`, as one statement whatever the count: `= ANY(array)` on PostgreSQL.
+
+    asyncpg prepares each statement text it has not seen, and an IN list of another length is
+    another text: rounds spent most of their time preparing and planning before this.
+    """
+    if connection.dialect.name == "postgresql":
+        return cast(
+            ColumnElement[bool],
+            column == any_(bindparam(None, list(values), type_=ARRAY(column.type))),
+        )
+    return cast(ColumnElement[bool], column.in_(list(values)))
 
 
 def _head(connection: Connection) -> int:
@@ -332,28 +353,22 @@ def _promote(
     wanted = set(keys)
     if not wanted:
         return
+    # A key has at most one entry pending or in flight (the one just settled), so each of
+    # these keys' first blocked entry is next.
     for chunk in _chunks(sorted(wanted)):
-        headed = set(
-            connection.scalars(
-                select(e.key)
-                .where(e.group_id == group.id, e.key.in_(chunk), e.state.in_(_ACTIVE))
-                .distinct()
-            )
-        )
-        rest = [k for k in chunk if k not in headed]
-        if not rest:
-            continue
         nexts = list(
             connection.scalars(
                 select(func.min(e.position))
-                .where(e.group_id == group.id, e.key.in_(rest), e.state == _BLOCKED)
+                .where(
+                    e.group_id == group.id, e.state == _BLOCKED, _among(connection, e.key, chunk)
+                )
                 .group_by(e.key)
             )
         )
         if nexts:
             connection.execute(
                 update(entries)
-                .where(e.group_id == group.id, e.position.in_(nexts))
+                .where(e.group_id == group.id, _among(connection, e.position, nexts))
                 .values(state=_PENDING, visible_at=now)
             )
 
@@ -528,6 +543,8 @@ def dispatch(
     `expire`: look for expired leases (the caller does so when one may be due, not at every
     round: rounds run at every commit and every ack, and each statement costs a round trip).
     """
+    if connection.dialect.name == "postgresql":
+        connection.execute(_CUSTOM_PLANS)
     group = by_id(connection, group_id)
     if group is None:
         return Round(exists=False)
@@ -566,7 +583,7 @@ def _settle(
         for row in connection.execute(
             select(e.delivery_id, e.position, e.attempt, e.key).where(
                 e.group_id == group.id,
-                e.delivery_id.in_(named),
+                _among(connection, e.delivery_id, named),
                 e.state.in_(_ACTIVE),
             )
         )
@@ -579,7 +596,9 @@ def _settle(
             settled[delivery_id] = None
     if ack_positions:
         connection.execute(
-            delete(entries).where(e.group_id == group.id, e.position.in_(ack_positions))
+            delete(entries).where(
+                e.group_id == group.id, _among(connection, e.position, ack_positions)
+            )
         )
     changes: list[dict[str, Any]] = []
     for delivery_id, delay in ops.nacks:
@@ -610,7 +629,7 @@ def _settle(
             update(entries)
             .where(
                 e.group_id == group.id,
-                e.position.in_(extended),
+                _among(connection, e.position, extended),
                 e.state == _IN_FLIGHT,
                 e.member_id == member_id,
             )
@@ -654,7 +673,11 @@ def _scan(connection: Connection, group: GroupRecord) -> bool:
                 headed.update(
                     connection.scalars(
                         select(e.key)
-                        .where(e.group_id == group.id, e.key.in_(chunk), e.state.in_(_UNSETTLED))
+                        .where(
+                            e.group_id == group.id,
+                            _among(connection, e.key, chunk),
+                            e.state.in_(_UNSETTLED),
+                        )
                         .distinct()
                     )
                 )

@@ -151,8 +151,9 @@ class ConsumerGroupEntryRow(Base):
     __table_args__ = (
         # Dispatch: a group's pending entries in position order; counts and listings by state.
         Index("ix_consumer_group_entries_state", "group_id", "state", "position"),
-        # Per-key ordering: is an earlier entry of this key still unsettled?
-        Index("ix_consumer_group_entries_key", "group_id", "key", "position"),
+        # Per-key ordering: which is the next blocked entry of these keys? (A short range per
+        # key of the state's entries, the first of it the answer.)
+        Index("ix_consumer_group_entries_key", "group_id", "state", "key", "position"),
         # Acks, nacks, rejects and extends name deliveries.
         Index("ix_consumer_group_entries_delivery", "delivery_id"),
         # A member that is gone gives back what it held.

@@ -54,7 +54,9 @@ def upgrade() -> None:
         ["group_id", "state", "position"],
     )
     op.create_index(
-        "ix_consumer_group_entries_key", "consumer_group_entries", ["group_id", "key", "position"]
+        "ix_consumer_group_entries_key",
+        "consumer_group_entries",
+        ["group_id", "state", "key", "position"],
     )
     op.create_index("ix_consumer_group_entries_delivery", "consumer_group_entries", ["delivery_id"])
     op.create_index("ix_consumer_group_entries_member", "consumer_group_entries", ["member_id"])
