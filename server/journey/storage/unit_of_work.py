@@ -65,6 +65,7 @@ class UnitOfWork:
     ) -> None:
         # A Core connection, not an ORM session: the ORM layer only added per-statement cost.
         self._connection = connection
+        self._postgres = connection.dialect.name == "postgresql"
         self._encode = encode
         # The appended events as subscribers are sent them, made by flush().
         self.encoded: list[EncodedEvent] = []
@@ -88,12 +89,16 @@ class UnitOfWork:
     def preload(self, keys: Keys) -> None:
         """Load the batch's sessions, their profiles and its known event ids in a few queries."""
         if keys.sessions:
-            result = self._connection.execute(statements.sessions_by_ids(keys.sessions))
+            result = self._connection.execute(
+                statements.sessions_by_ids(keys.sessions, postgres=self._postgres)
+            )
             found = {s.id: s for s in map(session_from_row, result)}
             self._loaded_sessions.update({i: found.get(i) for i in keys.sessions})
         profile_ids = keys.profiles | {s.profile_id for s in self._loaded_sessions.values() if s}
         if profile_ids:
-            result = self._connection.execute(statements.profiles_by_ids(profile_ids))
+            result = self._connection.execute(
+                statements.profiles_by_ids(profile_ids, postgres=self._postgres)
+            )
             profiles = {p.id: p for p in map(profile_from_row, result)}
             self._loaded_profiles.update({i: profiles.get(i) for i in profile_ids})
         by_source: dict[str, list[str]] = {}
@@ -124,7 +129,9 @@ class UnitOfWork:
             elif i not in self._loaded_sessions:
                 missing.append(i)
         if missing:
-            result = self._connection.execute(statements.sessions_by_ids(missing))
+            result = self._connection.execute(
+                statements.sessions_by_ids(missing, postgres=self._postgres)
+            )
             found.extend(session_from_row(row) for row in result)
         return found
 
@@ -146,7 +153,8 @@ class UnitOfWork:
         found = {i: self._stored[source_id, i] for i in event_ids if (source_id, i) in self._stored}
         missing = [i for i in event_ids if i not in found and (source_id, i) not in self._known_new]
         if missing:
-            result = self._connection.execute(statements.stored_events(source_id, missing))
+            query = statements.stored_events(source_id, missing, postgres=self._postgres)
+            result = self._connection.execute(query)
             for row in result:
                 ref = StoredEventRef(row.profile_id, row.session_id)
                 found[row.event_id] = self._stored[source_id, row.event_id] = ref
