@@ -24,6 +24,7 @@ from journey.domain.errors import (
     Unavailable,
 )
 from journey.observability.metrics import (
+    BIDI_STREAM,
     SERVER_STREAM,
     UNARY,
     MethodMetrics,
@@ -43,7 +44,18 @@ OUR_PACKAGE = "/journey.v1."
 
 
 class MethodInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
-    """Wraps each journey.v1 method; subclasses say what to do around a call."""
+    """Wraps each journey.v1 method; subclasses say what to do around a call.
+
+    A bidirectional stream goes through `stream` too, with the request iterator in place of
+    the request, since most layers never look at the request; those that do override `bidi`.
+    Its servicer reads requests from that iterator (not `context.read()`), so that the layers
+    see each message.
+    """
+
+    def __init__(self) -> None:
+        # grpc asks every interceptor about every call, but a method's handler never changes:
+        # each method is wrapped once, and the outermost layer answers from here.
+        self._wrapped: dict[str, Handler] = {}
 
     # The stubs say a handler is always found; grpc passes None for an unknown method.
     async def intercept_service(  # type: ignore[override]
@@ -52,23 +64,31 @@ class MethodInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
         handler_call_details: grpc.HandlerCallDetails,
     ) -> Handler | None:
         """Return the next handler with its behaviour wrapped."""
-        # Typed loosely: the stubs describe the sync handler shapes, not the aio ones.
-        handler: Any = await continuation(handler_call_details)
         method: str = handler_call_details.method
+        wrapped = self._wrapped.get(method)
+        if wrapped is not None:
+            return wrapped
+        handler: Handler | None = await continuation(handler_call_details)
         # Health and reflection are grpc's own (Watch streams through context.write, which
-        # these wrappers do not speak); only Journey's methods are wrapped.
+        # these wrappers do not speak); only Journey's methods are wrapped. An unknown method
+        # is not remembered: callers choose those names.
         if handler is None or not method.startswith(OUR_PACKAGE):
-            return cast("Handler | None", handler)
+            return handler
+        wrapped = self._wrapped[method] = self._wrap(method, handler)
+        return wrapped
+
+    def _wrap(self, method: str, found: Handler) -> Handler:
+        # Typed loosely: the stubs describe the sync handler shapes, not the aio ones.
+        handler: Any = found
         deserializer = self.deserializer(handler.request_deserializer)
+        serializer = handler.response_serializer
         if handler.unary_unary is not None:
             unary: UnaryCall = handler.unary_unary
 
             async def unary_behaviour(request: Any, context: Context) -> Any:
                 return await self.unary(method, request, context, unary)
 
-            return grpc.unary_unary_rpc_method_handler(
-                unary_behaviour, deserializer, handler.response_serializer
-            )
+            return grpc.unary_unary_rpc_method_handler(unary_behaviour, deserializer, serializer)
         if handler.unary_stream is not None:
             stream: StreamCall = handler.unary_stream
 
@@ -77,10 +97,16 @@ class MethodInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
                 async for response in self.stream(method, request, context, stream):
                     yield response
 
-            return grpc.unary_stream_rpc_method_handler(
-                stream_behaviour, deserializer, handler.response_serializer
-            )
-        return cast(Handler, handler)
+            return grpc.unary_stream_rpc_method_handler(stream_behaviour, deserializer, serializer)
+        if handler.stream_stream is not None:
+            bidi: StreamCall = handler.stream_stream
+
+            async def bidi_behaviour(requests: Any, context: Context) -> AsyncIterator[Any]:
+                async for response in self.bidi(method, requests, context, bidi):
+                    yield response
+
+            return grpc.stream_stream_rpc_method_handler(bidi_behaviour, deserializer, serializer)
+        return found
 
     def deserializer(self, inner: Deserializer) -> Deserializer:
         """How the request's bytes become a message; by default, as the method says."""
@@ -95,6 +121,12 @@ class MethodInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
     ) -> AsyncIterator[Any]:
         """Around a server-streaming call; by default, just the call."""
         return call(request, context)
+
+    def bidi(
+        self, method: str, requests: AsyncIterator[Any], context: Context, call: StreamCall
+    ) -> AsyncIterator[Any]:
+        """Around a bidirectional stream; by default, as around a server-streaming call."""
+        return self.stream(method, requests, context, call)
 
 
 class LoggingInterceptor(MethodInterceptor):
@@ -167,12 +199,14 @@ class MetricsInterceptor(MethodInterceptor):
     """
 
     def __init__(self, metrics: RpcMetrics) -> None:
+        super().__init__()
         self._metrics = metrics
 
     async def unary(self, method: str, request: Any, context: Context, call: UnaryCall) -> Any:
         """Count the call, its request, its response if any, and how it ended."""
         m = self._metrics.method(UNARY, method)
         m.started += 1
+        m.received += 1
         started = time.perf_counter()
         code = "OK"
         try:
@@ -186,11 +220,24 @@ class MetricsInterceptor(MethodInterceptor):
         m.sent += 1
         return response
 
-    async def stream(
+    def stream(
         self, method: str, request: Any, context: Context, call: StreamCall
     ) -> AsyncIterator[Any]:
         """Count the stream, its request, each message it sends, and how it ended."""
         m = self._metrics.method(SERVER_STREAM, method)
+        m.received += 1
+        return self._streamed(m, request, context, call)
+
+    def bidi(
+        self, method: str, requests: AsyncIterator[Any], context: Context, call: StreamCall
+    ) -> AsyncIterator[Any]:
+        """Count the stream, each message it receives and sends, and how it ended."""
+        m = self._metrics.method(BIDI_STREAM, method)
+        return self._streamed(m, _counted(requests, m), context, call)
+
+    async def _streamed(
+        self, m: MethodMetrics, request: Any, context: Context, call: StreamCall
+    ) -> AsyncIterator[Any]:
         m.started += 1
         started = time.perf_counter()
         code = "OK"
@@ -206,6 +253,12 @@ class MetricsInterceptor(MethodInterceptor):
         finally:
             m.handled[code] += 1
             m.observe(time.perf_counter() - started)
+
+
+async def _counted(requests: AsyncIterator[Any], metrics: MethodMetrics) -> AsyncIterator[Any]:
+    async for request in requests:
+        metrics.received += 1
+        yield request
 
 
 class _CountingContext:
@@ -294,6 +347,7 @@ class AuthInterceptor(CheckingInterceptor):
     """
 
     def __init__(self, keys: KeyRing) -> None:
+        super().__init__()
         self._keys = keys
 
     def check(self, method: str, request: Any, context: Context) -> None:
@@ -309,6 +363,7 @@ class SubscriberLimitInterceptor(MethodInterceptor):
     """Refuses a Subscribe with RESOURCE_EXHAUSTED while `limit` subscriptions are open."""
 
     def __init__(self, limit: int) -> None:
+        super().__init__()
         self.limit = limit
         self.open = 0
 
@@ -327,6 +382,12 @@ class SubscriberLimitInterceptor(MethodInterceptor):
         finally:
             self.open -= 1
 
+    def bidi(
+        self, method: str, requests: AsyncIterator[Any], context: Context, call: StreamCall
+    ) -> AsyncIterator[Any]:
+        """Not a subscription: just the call."""
+        return call(requests, context)
+
 
 class AdmissionInterceptor(MethodInterceptor):
     """Counts running Journey calls, and refuses new ones with UNAVAILABLE once closed.
@@ -337,6 +398,7 @@ class AdmissionInterceptor(MethodInterceptor):
     """
 
     def __init__(self) -> None:
+        super().__init__()
         self.open = True
         self._running = 0
         self._idle = asyncio.Event()
@@ -413,6 +475,19 @@ class ValidationInterceptor(CheckingInterceptor):
                 return Undecodable(str(error))
 
         return lenient
+
+    def bidi(
+        self, method: str, requests: AsyncIterator[Any], context: Context, call: StreamCall
+    ) -> AsyncIterator[Any]:
+        """Check each request as the servicer reads it."""
+        return call(self._checked(method, requests, context), context)
+
+    async def _checked(
+        self, method: str, requests: AsyncIterator[Any], context: Context
+    ) -> AsyncIterator[Any]:
+        async for request in requests:
+            self.check(method, request, context)
+            yield request
 
     def check(self, method: str, request: Any, context: Context) -> None:
         """Raise InvalidArgument listing every bad field."""

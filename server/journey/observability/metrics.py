@@ -39,6 +39,7 @@ OTHER_SOURCE = "other"
 STORAGE_ERROR_KINDS = ("unavailable", "locked", "full", "integrity", "other")
 UNARY = "unary"
 SERVER_STREAM = "server_stream"
+BIDI_STREAM = "bidi_stream"
 # go-grpc-prometheus prints a status as grpc-go's codes.Code.String() does.
 GRPC_CODES = (
     "OK",
@@ -97,6 +98,7 @@ class MethodMetrics:
         "grpc_type",
         "handled",
         "method",
+        "received",
         "seconds",
         "sent",
         "service",
@@ -106,8 +108,8 @@ class MethodMetrics:
     def __init__(self, grpc_type: str, method: str) -> None:
         self.grpc_type = grpc_type
         self.service, self.method = split_method(method)
-        # A call has one request in either type Journey serves: received equals started.
         self.started = 0
+        self.received = 0
         self.sent = 0
         self.handled = dict.fromkeys(GRPC_CODES, 0)
         # Calls by the first bound at or above their duration; the last counts the rest.
@@ -176,7 +178,7 @@ class RpcMetrics:
         for m in methods:
             values = [m.grpc_type, m.service, m.method]
             started.add_metric(values, m.started)
-            received.add_metric(values, m.started)
+            received.add_metric(values, m.received)
             sent.add_metric(values, m.sent)
             for code, count in m.handled.items():
                 handled.add_metric([*values, code], count)

@@ -166,6 +166,7 @@ class TracingInterceptor(MethodInterceptor):
     """
 
     def __init__(self, tracer: trace.Tracer) -> None:
+        super().__init__()
         self._tracer = tracer
 
     async def unary(self, method: str, request: Any, context: Context, call: UnaryCall) -> Any:

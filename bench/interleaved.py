@@ -1,0 +1,116 @@
+"""Interleaved A/B: two Journey servers up at once, Track load on each in turn, in random order.
+
+`python -m bench.interleaved [--rounds 20] [--seconds 3] [--events 1] [--b LABEL:PATH:K=V,...]`
+
+On a shared machine, calls/s drifts by more than the effects worth measuring (a few percent)
+from one minute to the next. Running A and B back to back, round after round, in an order
+drawn at random each round, exposes both to the same drift; the median of the per-round
+ratios B/A is then the figure. By default B is this checkout with metrics on, which is
+issue 14's overhead target (at most 5% fewer Track calls/s).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import statistics
+import sys
+import tempfile
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any
+
+from bench import servers
+from bench.runner import METRICS_ENV, Server, parse_variant, run_load
+from bench.scenarios import Plan
+
+
+def measure(
+    a: Server, b: Server, rounds: int, seconds: float, events: int, seed: int | None = None
+) -> dict[str, Any]:
+    """Run `rounds` rounds of Track load on both servers; per-round figures and their medians."""
+    order = random.Random(seed)
+    plan = Plan("track", {"callers": 32, "events": events, "seconds": seconds}, needs_pid=True)
+    per_round: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory(prefix="journey-ab-") as tmp, ExitStack() as stack:
+        running = {}
+        for server in (a, b):
+            workdir = Path(tmp) / server.name
+            workdir.mkdir()
+            database = f"sqlite+aiosqlite:///{workdir / 'journey.db'}"
+            running[server.name] = stack.enter_context(
+                servers.journey(
+                    workdir,
+                    database,
+                    {},
+                    checkout=server.checkout,
+                    env=server.env,
+                    name=server.name,
+                )
+            )
+        for number in range(1, rounds + 1):
+            pair = [a, b]
+            order.shuffle(pair)
+            figures: dict[str, Any] = {"round": number, "first": pair[0].name}
+            for server in pair:
+                target = running[server.name]
+                result = run_load(plan, target.target, {"pid": target.pid})
+                if "error" in result:
+                    raise RuntimeError(f"{server.name}: {result['error']}")
+                figures[server.name] = result
+            figures["ratio"] = figures[b.name]["calls_per_s"] / figures[a.name]["calls_per_s"]
+            print(json.dumps(figures), file=sys.stderr, flush=True)
+            per_round.append(figures)
+    return summary(a.name, b.name, per_round)
+
+
+def summary(a: str, b: str, per_round: list[dict[str, Any]]) -> dict[str, Any]:
+    """Medians of each side's calls/s and CPU per call, and of the per-round ratios B/A."""
+
+    def median(name: str, key: str) -> float:
+        return float(statistics.median(r[name][key] for r in per_round if key in r[name]))
+
+    return {
+        "a": a,
+        "b": b,
+        "rounds": len(per_round),
+        "calls_per_s": {a: median(a, "calls_per_s"), b: median(b, "calls_per_s")},
+        "server_cpu_ms_per_call": {
+            a: median(a, "server_cpu_ms_per_call"),
+            b: median(b, "server_cpu_ms_per_call"),
+        },
+        "median_ratio": statistics.median(r["ratio"] for r in per_round),
+        "ratios": [round(r["ratio"], 3) for r in per_round],
+    }
+
+
+def main() -> None:
+    """Parse the command line, measure, print the summary as JSON."""
+    parser = argparse.ArgumentParser(prog="python -m bench.interleaved", description=__doc__)
+    parser.add_argument("--rounds", type=int, default=20)
+    parser.add_argument("--seconds", type=float, default=3.0, help="of load per server per round")
+    parser.add_argument("--events", type=int, default=1, help="tracked events per call")
+    parser.add_argument("--seed", type=int, default=None, help="for the order of each round")
+    parser.add_argument(
+        "--a", type=parse_variant, default=Server("journey"), metavar="LABEL:PATH[:K=V,...]"
+    )
+    parser.add_argument(
+        "--b",
+        type=parse_variant,
+        default=Server("journey+metrics", env=METRICS_ENV),
+        metavar="LABEL:PATH[:K=V,...]",
+        help="default: this checkout with metrics on",
+    )
+    args = parser.parse_args()
+    if args.a.name == args.b.name:
+        parser.error("A and B need different labels")
+    print(
+        json.dumps(
+            measure(args.a, args.b, args.rounds, args.seconds, args.events, args.seed), indent=2
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()
