@@ -29,13 +29,13 @@ CASES: list[tuple[str, Statement, str, str]] = [
     ),
     (
         "sessions by ids (a group commit's preload, a sweep's batch)",
-        lambda postgres: statements.sessions_by_ids(["s1", "s2", "s3"], postgres=postgres),
+        lambda postgres: statements.sessions_by_ids(None if postgres else 3, ["s1", "s2", "s3"]),
         "sqlite_autoindex_sessions_1",
         "sessions_pkey",
     ),
     (
         "profiles by ids (a group commit's preload)",
-        lambda postgres: statements.profiles_by_ids(["p1", "p2"], postgres=postgres),
+        lambda postgres: statements.profiles_by_ids(None if postgres else 2, ["p1", "p2"]),
         "sqlite_autoindex_profiles_1",
         "profiles_pkey",
     ),
@@ -47,7 +47,7 @@ CASES: list[tuple[str, Statement, str, str]] = [
     ),
     (
         "idempotency lookup",
-        lambda postgres: statements.stored_events("web", ["a", "b"], postgres=postgres),
+        lambda postgres: statements.stored_events(None if postgres else 2, ["a", "b"], "web"),
         "ux_tracked_events_source_event",
         "ux_tracked_events_source_event",
     ),
@@ -158,9 +158,7 @@ async def test_idempotency_lookup_probes_each_id_on_an_unanalysed_table(database
             " FROM generate_series(1, 5000) AS i"
         )
     ids = [f"new-{i}" for i in range(300)]
-    plan = await explain(
-        database, statements.stored_events("web", ids, postgres=True), discourage=False
-    )
+    plan = await explain(database, statements.stored_events(None, ids, "web"), discourage=False)
     assert "ux_tracked_events_source_event" in plan, plan
     assert any("Index Cond" in line and "event_id" in line for line in plan.splitlines()), plan
     assert not any("Filter" in line and "event_id" in line for line in plan.splitlines()), plan
