@@ -26,6 +26,10 @@ from bench import postgres, servers
 from bench.runner import METRICS_ENV, RUN_ID, Server, parse_variant, run_load
 from bench.scenarios import Plan
 
+# Of load per server per round: long enough for a Track scenario's steady state after its
+# one-second warm-up, short enough that many rounds fit.
+SECONDS = 3.0
+
 
 def measure(
     a: Server,
@@ -107,7 +111,9 @@ def main() -> None:
     """Parse the command line, measure, print the summary as JSON."""
     parser = argparse.ArgumentParser(prog="python -m bench.interleaved", description=__doc__)
     parser.add_argument("--rounds", type=int, default=20)
-    parser.add_argument("--seconds", type=float, default=3.0, help="of load per server per round")
+    parser.add_argument(
+        "--seconds", type=float, default=SECONDS, help="of load per server per round"
+    )
     parser.add_argument("--events", type=int, default=1, help="tracked events per call")
     parser.add_argument("--seed", type=int, default=None, help="for the order of each round")
     parser.add_argument(

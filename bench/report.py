@@ -163,6 +163,7 @@ def document(
     nats: dict[str, Any] | None = None,
     candidates: list[str] | None = None,
     postgres: dict[str, Any] | None = None,
+    interleaved: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Everything measured, with the machine it ran on and each target's verdict.
 
@@ -208,7 +209,15 @@ def document(
         "rows": rows,
         "versus_nats": versus_nats(results, nats or {"skipped": "not asked for"}, candidates),
         "metrics_overhead": metrics_overhead(results),
+        "metrics_overhead_interleaved": _judged(interleaved),
     }
+
+
+def _judged(interleaved: dict[str, Any] | None) -> dict[str, Any] | None:
+    if interleaved is None:
+        return None
+    met = interleaved["median_ratio"] >= METRICS_TARGET
+    return {**interleaved, "target": f">= {METRICS_TARGET}", "met": met}
 
 
 def _figure(result: dict[str, Any], metric: str, extra: list[str]) -> str:
@@ -269,9 +278,26 @@ def markdown(doc: dict[str, Any]) -> str:
             *notes,
             "",
             *_overhead_markdown(doc.get("metrics_overhead", [])),
+            *_interleaved_markdown(doc.get("metrics_overhead_interleaved")),
             *_versus_markdown(doc.get("versus_nats", {})),
         ]
     )
+
+
+def _interleaved_markdown(ab: dict[str, Any] | None) -> list[str]:
+    if not ab:
+        return []
+    a, b = ab["a"], ab["b"]
+    return [
+        f"Interleaved ({ab['rounds']} rounds of scenario 1, both servers up, each round in a "
+        "random order): median calls/s "
+        f"{_number(ab['calls_per_s'][a])} off, {_number(ab['calls_per_s'][b])} on; median of "
+        f"the rounds' on / off ratios **{ab['median_ratio']:.3f}** (target {ab['target']}, "
+        f"met: {'yes' if ab['met'] else 'no'}); server CPU per call "
+        f"{ab['server_cpu_ms_per_call'][a]:.3f} ms off, "
+        f"{ab['server_cpu_ms_per_call'][b]:.3f} ms on.",
+        "",
+    ]
 
 
 def _overhead_markdown(rows: list[dict[str, Any]]) -> list[str]:

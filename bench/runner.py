@@ -274,6 +274,14 @@ def main() -> None:
         metavar="N[,N...]",
         help=f"the PostgreSQL columns' worker counts (default {DEFAULT_WORKERS})",
     )
+    parser.add_argument(
+        "--overhead-rounds",
+        type=int,
+        default=None,
+        metavar="N",
+        help="rounds of the interleaved metrics-off/on comparison of scenario 1 "
+        "(default 12, or 0 with --quick)",
+    )
     args = parser.parse_args()
     sizes = QUICK if args.quick else FULL
     chosen = chosen_scenarios(args.only)
@@ -305,6 +313,18 @@ def main() -> None:
                     f"scenario {scenario.key} {server.name} ({took}): {json.dumps(result)}",
                     flush=True,
                 )
+    rounds = args.overhead_rounds
+    if rounds is None:
+        rounds = 0 if args.quick else 12
+    interleaved = None
+    if rounds > 0 and any(s.key == "1" for s in chosen):
+        # Imported here: bench.interleaved builds on this module's columns.
+        from bench import interleaved as ab
+
+        print(f"metrics overhead, interleaved: {rounds} rounds", flush=True)
+        interleaved = ab.measure(
+            Server("journey"), Server(METRICS, env=METRICS_ENV), rounds, ab.SECONDS, events=1
+        )
     doc = report.document(
         chosen,
         results,
@@ -314,6 +334,7 @@ def main() -> None:
         nats,
         candidates=[c.name for c in columns if c.candidate],
         postgres=pg,
+        interleaved=interleaved,
     )
     print()
     print(report.markdown(doc))

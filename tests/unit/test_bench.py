@@ -20,7 +20,7 @@ from google.protobuf import json_format
 from google.protobuf.empty_pb2 import Empty
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from bench import baseline, nats_workloads, postgres, report, runner, seed, servers
+from bench import baseline, interleaved, nats_workloads, postgres, report, runner, seed, servers
 from bench.scenarios import FULL, QUICK, SCENARIOS, chosen_scenarios
 from bench.workloads import (
     Subscriber,
@@ -620,3 +620,28 @@ def test_the_metrics_column_runs_only_the_track_scenarios(tmp_path: Path) -> Non
     fan_out = next(s for s in SCENARIOS if s.key == "3")
     result = runner.run_one(fan_out, QUICK, server, tmp_path)
     assert "skipped" in result
+
+
+def test_the_interleaved_comparison_takes_medians_of_rounds_and_of_their_ratios() -> None:
+    def side(calls: float, cpu: float) -> dict[str, float]:
+        return {"calls_per_s": calls, "server_cpu_ms_per_call": cpu}
+
+    rounds = [
+        {"off": side(1000, 0.5), "on": side(900, 0.6), "ratio": 0.9},
+        {"off": side(2000, 0.4), "on": side(1900, 0.5), "ratio": 0.95},
+        {"off": side(500, 0.7), "on": side(600, 0.4), "ratio": 1.2},
+    ]
+    found = interleaved.summary("off", "on", rounds)
+    assert found["calls_per_s"] == {"off": 1000, "on": 900}
+    assert found["server_cpu_ms_per_call"] == {"off": 0.5, "on": 0.5}
+    assert found["median_ratio"] == 0.95
+    doc = report.document([], {}, [], False, 0.0, interleaved=found)
+    assert doc["metrics_overhead_interleaved"]["met"] is True
+    assert "ratios **0.950** (target >= 0.95, met: yes)" in report.markdown(doc)
+    slower = interleaved.summary("off", "on", rounds[:2])
+    assert (
+        report.document([], {}, [], False, 0.0, interleaved=slower)["metrics_overhead_interleaved"][
+            "met"
+        ]
+        is False
+    )
