@@ -1,4 +1,4 @@
-"""The group commit's lookups by many keys (storage/lookup.py) on both databases."""
+"""The group commit's lookups (storage/lookup.py) and bulk writes (bulk.py) on both databases."""
 
 from __future__ import annotations
 
@@ -6,13 +6,14 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
 import pytest_asyncio
-from sqlalchemy import Connection
+from sqlalchemy import Connection, insert, select
 
 from journey.domain.model import Session, SessionState
 from journey.storage import statements
+from journey.storage.bulk import Bulk
 from journey.storage.database import Database, open_database
 from journey.storage.lookup import Lookup
-from journey.storage.records import from_values, values
+from journey.storage.records import field_names, from_values, row, values
 
 T0 = datetime(2026, 1, 1, 12, 0, 0, 123456, tzinfo=UTC)
 
@@ -81,3 +82,40 @@ def _tracked(event_id: str, source_id: str) -> dict[str, object]:
         "profile_id": "p",
         "session_id": "s",
     }
+
+
+async def test_bulk_inserts_store_every_value_as_given(database: Database) -> None:
+    # What the group commit writes comes back through its lookups as it was: NULLs, bytes,
+    # microseconds, enums, and the rows' order.
+    stored = [_session(i) for i in range(7)]
+    inserts = Bulk(insert(statements.sessions), field_names(Session))
+    tracked = Bulk(
+        insert(statements.tracked_events),
+        (
+            "event_id",
+            "source_id",
+            "type",
+            "properties",
+            "occur_time",
+            "receive_time",
+            "profile_id",
+            "session_id",
+        ),
+    )
+
+    def check(connection: Connection) -> None:
+        inserts.execute(connection, [row(s) for s in stored])
+        tracked.execute(
+            connection,
+            [(f"e{i}", "web", "view", bytes([i, 0, 255]), T0, T0, "p", "s") for i in range(5)],
+        )
+        found = Lookup(statements.sessions_by_ids).rows(connection, [s.id for s in stored])
+        assert sorted((from_values(Session, r) for r in found), key=lambda s: s.id) == stored
+        order = statements.tracked_events.c.seq
+        rows = connection.execute(select(statements.tracked_events).order_by(order)).all()
+        assert [(r.event_id, r.properties, r.occur_time) for r in rows] == [
+            (f"e{i}", bytes([i, 0, 255]), T0) for i in range(5)
+        ]
+
+    async with database.engine.begin() as connection:
+        await connection.run_sync(check)
