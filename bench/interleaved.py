@@ -1,6 +1,7 @@
 """Interleaved A/B: two Journey servers up at once, Track load on each in turn, in random order.
 
-`python -m bench.interleaved [--rounds 20] [--seconds 3] [--events 1] [--b LABEL:PATH:K=V,...]`
+`python -m bench.interleaved [--rounds 20] [--seconds 3] [--events 1] [--page-views] [--postgres]
+[--a LABEL:PATH:K=V,...] [--b LABEL:PATH:K=V,...]`
 
 On a shared machine, calls/s drifts by more than the effects worth measuring (a few percent)
 from one minute to the next. Running A and B back to back, round after round, in an order
@@ -21,8 +22,8 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
-from bench import servers
-from bench.runner import METRICS_ENV, Server, parse_variant, run_load
+from bench import postgres, servers
+from bench.runner import METRICS_ENV, RUN_ID, Server, parse_variant, run_load
 from bench.scenarios import Plan
 
 # Of load per server per round: long enough for a Track scenario's steady state after its
@@ -31,18 +32,35 @@ SECONDS = 3.0
 
 
 def measure(
-    a: Server, b: Server, rounds: int, seconds: float, events: int, seed: int | None = None
+    a: Server,
+    b: Server,
+    rounds: int,
+    seconds: float,
+    events: int,
+    seed: int | None = None,
+    *,
+    page_views: bool = False,
+    postgres_db: bool = False,
 ) -> dict[str, Any]:
-    """Run `rounds` rounds of Track load on both servers; per-round figures and their medians."""
+    """Run `rounds` rounds of Track load on both servers; per-round figures and their medians.
+
+    `page_views`: scenario 8's realistic events; `postgres_db`: each server on a fresh
+    PostgreSQL database (JOURNEY_BENCH_POSTGRES_URL) instead of an SQLite file.
+    """
     order = random.Random(seed)
-    plan = Plan("track", {"callers": 32, "events": events, "seconds": seconds}, needs_pid=True)
+    args = {"callers": 32, "events": events, "seconds": seconds, "with_properties": page_views}
+    plan = Plan("track", args, needs_pid=True)
     per_round: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="journey-ab-") as tmp, ExitStack() as stack:
         running = {}
         for server in (a, b):
             workdir = Path(tmp) / server.name
             workdir.mkdir()
-            database = f"sqlite+aiosqlite:///{workdir / 'journey.db'}"
+            if postgres_db:
+                name = postgres.database_name(RUN_ID, "ab", server.name)
+                database = stack.enter_context(postgres.fresh_database(postgres.admin_url(), name))
+            else:
+                database = f"sqlite+aiosqlite:///{workdir / 'journey.db'}"
             running[server.name] = stack.enter_context(
                 servers.journey(
                     workdir,
@@ -99,6 +117,12 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=1, help="tracked events per call")
     parser.add_argument("--seed", type=int, default=None, help="for the order of each round")
     parser.add_argument(
+        "--page-views", action="store_true", help="scenario 8's page views with 3 properties"
+    )
+    parser.add_argument(
+        "--postgres", action="store_true", help="each server on a fresh PostgreSQL database"
+    )
+    parser.add_argument(
         "--a", type=parse_variant, default=Server("journey"), metavar="LABEL:PATH[:K=V,...]"
     )
     parser.add_argument(
@@ -113,7 +137,17 @@ def main() -> None:
         parser.error("A and B need different labels")
     print(
         json.dumps(
-            measure(args.a, args.b, args.rounds, args.seconds, args.events, args.seed), indent=2
+            measure(
+                args.a,
+                args.b,
+                args.rounds,
+                args.seconds,
+                args.events,
+                args.seed,
+                page_views=args.page_views,
+                postgres_db=args.postgres,
+            ),
+            indent=2,
         )
     )
 

@@ -22,6 +22,7 @@ from tests.conftest import POSTGRES_URL, REQUIRE_POSTGRES, _reset_postgres
 from tests.faults.proxy import Proxy
 from tests.integration.harness import Harness, serving
 from tests.integration.harness import status_of as code_of
+from tests.replicas.cluster import terminate_backends
 
 pytestmark = pytest.mark.slow
 
@@ -117,6 +118,25 @@ async def test_postgresql_down_gives_unavailable_then_recovers(
         # Two sessions of three events each, with positions 1..6: none lost, none reused.
         assert [e.position for e in events] == list(range(1, 7))
         assert {e.profile_id for e in events} == {"before", "after"}
+
+
+async def test_postgresql_writer_connection_dropped_while_idle_is_replaced_unseen() -> None:
+    # The writer keeps its connection between group commits. Dropped while idle (a restart,
+    # pg_terminate_backend), it must be replaced before the next call, as the pool's pre-ping
+    # did, not fail that call: no statement had run on it, so running the batch again on a
+    # new connection cannot store anything twice.
+    problem = await _reset_postgres()
+    if problem is not None:
+        if REQUIRE_POSTGRES:
+            pytest.fail(problem)
+        pytest.skip(problem)
+    async with serving(Settings(listen="127.0.0.1:0", database_url=POSTGRES_URL)) as h:
+        await track(h, "before")
+        for i in range(3):
+            assert await terminate_backends(POSTGRES_URL) >= 1
+            await track(h, f"after-{i}")
+        events = await h.all_events()
+        assert [e.position for e in events] == list(range(1, 13))
 
 
 @pytest.fixture

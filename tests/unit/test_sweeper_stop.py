@@ -15,7 +15,7 @@ from journey.sweeper import Sweeper
 
 
 class BlockedReads:
-    """Queries whose due_sessions read waits until released."""
+    """Queries whose reads wait until released (a poll's first read is next_deadline)."""
 
     def __init__(self) -> None:
         self.started = asyncio.Event()
@@ -23,13 +23,17 @@ class BlockedReads:
         self.finished = 0
 
     async def due_sessions(self, now: datetime, policy: Policy, limit: int) -> list[str]:
-        self.started.set()
-        await self.release.wait()
-        self.finished += 1
+        await self._read()
         return []
 
     async def next_deadline(self, policy: Policy) -> datetime | None:
+        await self._read()
         return None
+
+    async def _read(self) -> None:
+        self.started.set()
+        await self.release.wait()
+        self.finished += 1
 
 
 def sweeper_over(reads: BlockedReads) -> Sweeper:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import dataclasses
 import operator
 import typing
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
 
 from sqlalchemy import Row
 
@@ -55,6 +55,20 @@ def system_event_from_row(row: Row[Any]) -> SystemEvent:
     )
 
 
+R = TypeVar("R")
+
+
+def from_values(cls: type[R], values: Sequence[Any]) -> R:
+    """A domain dataclass from its values in `field_names` order; enums from their integers."""
+    shape = _SHAPES.get(cls) or _shape(cls)
+    if not shape.enums:
+        return cls(*values)
+    listed = list(values)
+    for index, enum in zip(shape.enums, shape.enum_types, strict=True):
+        listed[index] = enum(listed[index])
+    return cls(*listed)
+
+
 def values(record: Any) -> dict[str, Any]:
     """A domain dataclass as column values by name; enums become their integers."""
     return dict(zip(field_names(type(record)), row(record), strict=True))
@@ -82,8 +96,9 @@ def field_names(cls: type) -> tuple[str, ...]:
 class _Shape:
     names: tuple[str, ...]
     read: Callable[[Any], tuple[Any, ...]]
-    # The positions of the enum fields.
+    # The positions of the enum fields, and their types.
     enums: tuple[int, ...]
+    enum_types: tuple[type, ...]
 
 
 _SHAPES: dict[type, _Shape] = {}
@@ -103,5 +118,6 @@ def _shape(cls: type) -> _Shape:
     enums = tuple(i for i, n in enumerate(names) if hints[n] in (SessionState, SystemEventType))
     if len(names) < 2:
         raise TypeError(f"{cls.__name__} has fewer than two fields")  # attrgetter's shape
-    shape = _SHAPES[cls] = _Shape(names, operator.attrgetter(*names), enums)
+    enum_types = tuple(hints[names[i]] for i in enums)
+    shape = _SHAPES[cls] = _Shape(names, operator.attrgetter(*names), enums, enum_types)
     return shape

@@ -2,13 +2,26 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Select, Table, func, select
+from sqlalchemy import (
+    BindParameter,
+    ColumnElement,
+    Select,
+    String,
+    Table,
+    any_,
+    bindparam,
+    func,
+    select,
+    true,
+)
+from sqlalchemy.dialects.postgresql import ARRAY
 
-from journey.domain.model import SystemEventFilter
+from journey.domain.model import Profile, Session, SystemEventFilter
+from journey.storage.records import field_names
 from journey.storage.schema import ProfileRow, SessionRow, SystemEventRow, TrackedEventRow
 
 profiles = cast(Table, ProfileRow.__table__)
@@ -22,9 +35,27 @@ def session_by_id(session_id: str) -> Select[Any]:
     return select(sessions).where(sessions.c.id == session_id)
 
 
-def sessions_by_ids(session_ids: Collection[str]) -> Select[Any]:
-    """Several sessions (primary key)."""
-    return select(sessions).where(sessions.c.id.in_(session_ids))
+def _among(
+    column: ColumnElement[Any], size: int | None, keys: Sequence[str]
+) -> ColumnElement[bool]:
+    # The keys as parameters named for storage.lookup: `size` of them (`IN`), or on PostgreSQL
+    # (size None) one array, so that a batch of any size is one statement for asyncpg to
+    # prepare (`IN (...)` made every batch size a statement text of its own, a round trip).
+    if size is None:
+        return column == any_(bindparam("keys", list(keys) or None, type_=ARRAY(String)))
+    return column.in_(
+        [bindparam(f"keys_{i}", keys[i] if i < len(keys) else None) for i in range(size)]
+    )
+
+
+def _fields(table: Table, cls: type) -> list[ColumnElement[Any]]:
+    # In the domain record's field order, so that a row builds the record (records.from_values).
+    return [table.c[name] for name in field_names(cls)]
+
+
+def sessions_by_ids(size: int | None, keys: Sequence[str] = ()) -> Select[Any]:
+    """Several sessions (primary key), fields in Session's order; `keys` only for EXPLAIN."""
+    return select(*_fields(sessions, Session)).where(_among(sessions.c.id, size, keys))
 
 
 def profile_by_id(profile_id: str) -> Select[Any]:
@@ -32,16 +63,44 @@ def profile_by_id(profile_id: str) -> Select[Any]:
     return select(profiles).where(profiles.c.id == profile_id)
 
 
-def profiles_by_ids(profile_ids: Collection[str]) -> Select[Any]:
-    """Several profiles (primary key)."""
-    return select(profiles).where(profiles.c.id.in_(profile_ids))
+def profiles_by_ids(size: int | None, keys: Sequence[str] = ()) -> Select[Any]:
+    """Several profiles (primary key), fields in Profile's order; `keys` only for EXPLAIN."""
+    return select(*_fields(profiles, Profile)).where(_among(profiles.c.id, size, keys))
 
 
-def stored_events(source_id: str, event_ids: Collection[str]) -> Select[Any]:
-    """Which client event ids a source already stored (the idempotency index)."""
+def stored_events(
+    size: int | None, keys: Sequence[str] = (), source_id: str | None = None
+) -> Select[Any]:
+    """Which client event ids (`keys`) a source already stored (the idempotency index).
+
+    Columns: event_id, profile_id, session_id. `keys` and `source_id` only for EXPLAIN; else
+    bound at run time (storage.lookup).
+    """
     c = tracked_events.c
-    return select(c.event_id, c.profile_id, c.session_id).where(
-        c.source_id == source_id, c.event_id.in_(event_ids)
+    source: BindParameter[str | None] = bindparam("source_id", source_id)
+    if size is not None:
+        return select(c.event_id, c.profile_id, c.session_id).where(
+            c.source_id == source, _among(c.event_id, size, keys)
+        )
+    # One index probe per id, whatever the planner believes. With `event_id IN (...)` (or
+    # `= ANY`), on a table not yet analysed (the first minute of a database, or after a
+    # burst) it estimated a source's rows at a few dozen and scanned all of them, filtering
+    # on the ids: 65 ms a group commit with 37,000 rows of one source, growing with the table
+    # (docs/performance.md). The LIMIT keeps the lateral subquery from being flattened into a
+    # join that the planner would again serve with such a scan.
+    ids = (
+        func.unnest(bindparam("keys", list(keys) or None, type_=ARRAY(String)))
+        .table_valued("id")
+        .render_derived()
+    )
+    probe = (
+        select(c.event_id, c.profile_id, c.session_id)
+        .where(c.source_id == source, c.event_id == ids.c.id)
+        .limit(1)
+        .lateral()
+    )
+    return select(probe.c.event_id, probe.c.profile_id, probe.c.session_id).select_from(
+        ids.join(probe, true())
     )
 
 

@@ -20,7 +20,14 @@ from journey.domain.model import (
 from journey.domain.rules import Outcome, StoredEventRef
 from journey.storage import statements
 from journey.storage.bulk import Bulk
-from journey.storage.records import field_names, profile_from_row, row, session_from_row
+from journey.storage.lookup import Lookup
+from journey.storage.records import (
+    field_names,
+    from_values,
+    profile_from_row,
+    row,
+    session_from_row,
+)
 
 # Hands out `count` positions, in increasing order; by default they follow `last_position`.
 Allocate = Callable[[Connection, int], Sequence[int]]
@@ -93,19 +100,21 @@ class UnitOfWork:
     def preload(self, keys: Keys) -> None:
         """Load the batch's sessions, their profiles and its known event ids in a few queries."""
         if keys.sessions:
-            result = self._connection.execute(statements.sessions_by_ids(keys.sessions))
-            found = {s.id: s for s in map(session_from_row, result)}
+            found = {s.id: s for s in self._sessions_by_ids(list(keys.sessions))}
             self._loaded_sessions.update({i: found.get(i) for i in keys.sessions})
         profile_ids = keys.profiles | {s.profile_id for s in self._loaded_sessions.values() if s}
         if profile_ids:
-            result = self._connection.execute(statements.profiles_by_ids(profile_ids))
-            profiles = {p.id: p for p in map(profile_from_row, result)}
+            rows = _PROFILES.rows(self._connection, list(profile_ids))
+            profiles = {p.id: p for p in (from_values(Profile, r) for r in rows)}
             self._loaded_profiles.update({i: profiles.get(i) for i in profile_ids})
         by_source: dict[str, list[str]] = {}
         for source_id, event_id in keys.events:
             by_source.setdefault(source_id, []).append(event_id)
         for source_id, event_ids in by_source.items():
             self.stored_events(source_id, event_ids)
+
+    def _sessions_by_ids(self, session_ids: list[str]) -> list[Session]:
+        return [from_values(Session, r) for r in _SESSIONS.rows(self._connection, session_ids)]
 
     def session(self, session_id: str) -> Session | None:
         """The session with this id, if stored or staged."""
@@ -129,8 +138,7 @@ class UnitOfWork:
             elif i not in self._loaded_sessions:
                 missing.append(i)
         if missing:
-            result = self._connection.execute(statements.sessions_by_ids(missing))
-            found.extend(session_from_row(row) for row in result)
+            found.extend(self._sessions_by_ids(missing))
         return found
 
     def profile(self, profile_id: str) -> Profile | None:
@@ -151,10 +159,11 @@ class UnitOfWork:
         found = {i: self._stored[source_id, i] for i in event_ids if (source_id, i) in self._stored}
         missing = [i for i in event_ids if i not in found and (source_id, i) not in self._known_new]
         if missing:
-            result = self._connection.execute(statements.stored_events(source_id, missing))
-            for row in result:
-                ref = StoredEventRef(row.profile_id, row.session_id)
-                found[row.event_id] = self._stored[source_id, row.event_id] = ref
+            for event_id, profile_id, session_id in _STORED.rows(
+                self._connection, missing, source_id=source_id
+            ):
+                ref = StoredEventRef(profile_id, session_id)
+                found[event_id] = self._stored[source_id, event_id] = ref
             self._known_new.update((source_id, i) for i in missing if i not in found)
         return found
 
@@ -238,7 +247,10 @@ def _renamed(cls: type, **renames: str) -> tuple[str, ...]:
     return tuple(renames.get(name, name) for name in field_names(cls))
 
 
-# Built once, and each compiled once per dialect: see bulk.py.
+# Built once, and each compiled once per dialect: see bulk.py and lookup.py.
+_SESSIONS = Lookup(statements.sessions_by_ids)
+_PROFILES = Lookup(statements.profiles_by_ids)
+_STORED = Lookup(statements.stored_events)
 _PROFILE_INSERTS = Bulk(insert(statements.profiles), field_names(Profile))
 _PROFILE_UPDATES = Bulk(_update_by_key(statements.profiles), _renamed(Profile, id="key"))
 _SESSION_INSERTS = Bulk(insert(statements.sessions), field_names(Session))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import random
@@ -13,6 +14,8 @@ from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
 from sqlalchemy import Connection, func, select, text
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from journey.domain.errors import JourneyError, Unavailable
 from journey.domain.model import Encode, EncodedEvent, SystemEvent
@@ -110,6 +113,10 @@ class Writer:
         # transaction is trusted in the next.
         self._shared = database.engine.dialect.name == "postgresql"
         self._unsafe = self._shared and os.environ.get(UNSAFE_POSITIONS_ENV) == "1"
+        # PostgreSQL: the writer's own connection between group commits (_on_held_connection),
+        # and whether the current transaction has run a statement on it yet.
+        self._held: AsyncConnection | None = None
+        self._statements_ran = False
         # After a failed transaction: the connection may have died during COMMIT, so whether
         # it committed is unknown; the next transaction reads the last position again.
         self._uncertain = False
@@ -156,6 +163,10 @@ class Writer:
         try:
             await self._task
         finally:
+            if self._held is not None:
+                held, self._held = self._held, None
+                with contextlib.suppress(Exception):
+                    await held.close()
             if self._thread is not None:
                 # Off the loop: it waits for a transaction still running, if any.
                 await asyncio.to_thread(self._thread.shutdown)
@@ -208,8 +219,7 @@ class Writer:
                 loop = asyncio.get_running_loop()
                 done = await loop.run_in_executor(self._thread, self._in_thread, batch)
             else:
-                async with self._database.engine.begin() as connection:
-                    done = await connection.run_sync(self._transaction, batch)
+                done = await self._on_held_connection(batch)
         except asyncio.CancelledError:
             # The thread may still commit: whether it did is unknown.
             self._uncertain = True
@@ -239,6 +249,40 @@ class Writer:
             _settle(item, result, refusal)
         return None
 
+    async def _on_held_connection(self, batch: list[_Item[Any]]) -> _Committed:
+        """The transaction on the writer's own connection (PostgreSQL), kept between batches.
+
+        A checkout from the pool per group commit cost a round trip (the pool's pre-ping)
+        and the pool's bookkeeping, all while the event loop served other calls in between.
+        After any failure the connection is dropped and the next batch opens another; if the
+        kept connection turns out to be dead before the transaction did anything (no
+        statement ran: a database restart or pg_terminate_backend while idle), the batch is
+        run once more on a new connection, as the pool's pre-ping would have done.
+        """
+        for attempt in range(2):
+            connection = self._held
+            fresh = connection is None
+            if connection is None:
+                connection = self._held = await self._database.engine.connect()
+            self._statements_ran = False
+            try:
+                async with connection.begin():
+                    return await connection.run_sync(self._transaction, batch)
+            except BaseException as failed:
+                self._held = None
+                with contextlib.suppress(Exception):
+                    await connection.invalidate()
+                retry = (
+                    attempt == 0
+                    and not fresh
+                    and not self._statements_ran
+                    and isinstance(failed, DBAPIError)
+                    and failed.connection_invalidated
+                )
+                if not retry:
+                    raise
+        raise AssertionError("unreachable")  # pragma: no cover
+
     def _in_thread(self, batch: list[_Item[Any]]) -> _Committed:
         assert self._database.writer_engine is not None
         with self._database.writer_engine.begin() as connection:
@@ -255,6 +299,7 @@ class Writer:
             if not self._unsafe:
                 # Before anything is read: see the class's docstring.
                 connection.execute(_LOCK)
+            self._statements_ran = True
             # A new statement, so a new snapshot (READ COMMITTED), taken once the lock is ours.
             last = int(connection.scalar(_HEAD) or 0)
         elif self._uncertain:
