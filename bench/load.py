@@ -12,7 +12,7 @@ import sys
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-from bench import nats_workloads, workloads
+from bench import group_workloads, nats_workloads, workloads
 
 WORKLOADS: dict[str, Callable[..., Coroutine[Any, Any, workloads.Result]]] = {
     "track": workloads.track_throughput,
@@ -25,6 +25,10 @@ WORKLOADS: dict[str, Callable[..., Coroutine[Any, Any, workloads.Result]]] = {
     "nats_fan_out": nats_workloads.nats_fan_out,
     "nats_latency": nats_workloads.nats_latency,
     "nats_replay": nats_workloads.nats_replay,
+    "group_consume": group_workloads.group_consume,
+    "group_redelivery": group_workloads.group_redelivery,
+    "nats_group_consume": group_workloads.nats_group_consume,
+    "nats_group_redelivery": group_workloads.nats_group_redelivery,
 }
 
 

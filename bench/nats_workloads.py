@@ -129,7 +129,7 @@ def system_event() -> bytes:
     ).SerializeToString()
 
 
-def _failed(error: BaseException) -> WorkloadError:
+def nats_failure(error: BaseException) -> WorkloadError:
     return WorkloadError(f"NATS: {_describe(error)}")
 
 
@@ -282,7 +282,7 @@ async def nats_ingest(
         finally:
             await nc.close()
     except (nats.errors.Error, OSError) as error:
-        raise _failed(error) from error
+        raise nats_failure(error) from error
     return {**result, "payload_bytes": len(payload(0, 0))}
 
 
@@ -324,7 +324,7 @@ async def _nats_group(
         finally:
             await nc.close()
     except (nats.errors.Error, OSError) as error:
-        raise _failed(error) from error
+        raise nats_failure(error) from error
     return max(f.last_time for f in followers)
 
 
@@ -372,10 +372,10 @@ async def nats_fan_out(
         finally:
             await nc.close()
     except (nats.errors.Error, OSError) as error:
-        raise _failed(error) from error
+        raise nats_failure(error) from error
 
 
-async def _seed(js: JetStreamContext, subject: str, payload: bytes, count: int) -> None:
+async def seed_stream(js: JetStreamContext, subject: str, payload: bytes, count: int) -> None:
     """Store `count` messages quickly: pipelined publishes, every ack checked, off the clock."""
     chunk = 1000
     for begin in range(0, count, chunk):
@@ -395,7 +395,7 @@ async def nats_replay(target: str, expected: int) -> Result:
         try:
             js = nc.jetstream()
             async with fresh_stream(js) as (stream, subject):
-                await _seed(js, subject, system_event(), expected)
+                await seed_stream(js, subject, system_event(), expected)
                 state = (await js.stream_info(stream)).state
                 if state.messages != expected:
                     raise WorkloadError(f"NATS stored {state.messages} of {expected} messages")
@@ -407,7 +407,7 @@ async def nats_replay(target: str, expected: int) -> Result:
         finally:
             await nc.close()
     except (nats.errors.Error, OSError) as error:
-        raise _failed(error) from error
+        raise nats_failure(error) from error
     if follower.count != expected:
         raise WorkloadError(f"NATS replayed {follower.count} messages, expected {expected}")
     return {"events_per_s": expected / elapsed, "events": expected}
@@ -453,7 +453,7 @@ async def nats_latency(
                 raise WorkloadError("NATS acked sequences that are not 1..N")
             await wait_for(followers, lambda f: f.count >= total, DRAIN_SECONDS, "drain")
     except (nats.errors.Error, OSError) as error:
-        raise _failed(error) from error
+        raise nats_failure(error) from error
     finally:
         for c in conns:
             await c.close()

@@ -55,6 +55,22 @@ VERSUS = (
         "events/s (NATS msg/s)",
         "events_per_s",
     ),
+    Versus(
+        6,
+        "11",
+        "Consumer group of 4 members acking every event of a backlog, ordering NONE "
+        "(NATS: durable pull consumer, explicit acks)",
+        "events/s processed",
+        "events_per_s",
+    ),
+    Versus(
+        7,
+        "12",
+        "Consumer group of 4 members acking every event of a backlog, ordering SESSION "
+        "(NATS: the same consumer, no order per key)",
+        "events/s processed",
+        "events_per_s",
+    ),
 )
 
 

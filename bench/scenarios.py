@@ -1,4 +1,4 @@
-"""The scenarios of issues 5 and 12: sizes, server settings, seeding, workloads and targets."""
+"""The scenarios of issues 5, 12 and 13: sizes, server settings, seeding, workloads and targets."""
 
 from __future__ import annotations
 
@@ -22,6 +22,10 @@ class Sizes:
     # Time between seeding the sweep's sessions and their common deadline: Journey and the
     # load generator must be up before it.
     sweep_lead: float
+    # The backlog a consumer group's 4 members work through (scenarios 11 and 12).
+    group_events: int = 20_000
+    # Nacks whose redelivery is timed (scenario 13).
+    redeliveries: int = 200
 
 
 FULL = Sizes(
@@ -32,7 +36,13 @@ FULL = Sizes(
     sweep_lead=10.0,
 )
 QUICK = Sizes(
-    seconds=1.5, replay_events=10_000, idle_subscribers=200, sweep_sessions=2_000, sweep_lead=5.0
+    seconds=1.5,
+    replay_events=10_000,
+    idle_subscribers=200,
+    sweep_sessions=2_000,
+    sweep_lead=5.0,
+    group_events=2_000,
+    redeliveries=20,
 )
 SWEEP_VISIT_TIMEOUT = 60.0
 
@@ -128,6 +138,19 @@ def _seed_sweep(count: int, lead: float) -> Callable[[str], dict[str, Any]]:
         return {"expire_at": expire_at}
 
     return fill
+
+
+_NO_GROUP_BASELINE = "n/a: the baseline has no consumer groups"
+_NATS_GROUP = "a durable pull consumer, explicit acks, 4 pull subscribers fetching 100 at a time"
+
+
+def _group_plan(s: Sizes, ordering: str) -> Plan:
+    return Plan(
+        "group_consume",
+        {"expected": s.group_events, "members": 4, "ordering": ordering},
+        seed=_seed_replay(s.group_events),
+        baseline_replay=None,
+    )
 
 
 _FAN_OUT = {"subscribers": 100, "window": 3_000, "processes": 4, "producers": 32}
@@ -298,6 +321,48 @@ SCENARIOS = (
         lower_is_better=True,
         postgres_in_quick=True,
         asked_only=ASKED_ONLY,
+    ),
+    Scenario(
+        "11",
+        "Consumer group, 4 members acking every event, ordering NONE",
+        "events_per_s",
+        "events/s processed",
+        _measured_only(),
+        lambda s: _group_plan(s, "none"),
+        baseline_note=_NO_GROUP_BASELINE,
+        extra=("events",),
+        nats=lambda s: Plan("nats_group_consume", {"expected": s.group_events, "members": 4}),
+        nats_note=_NATS_GROUP,
+    ),
+    Scenario(
+        "12",
+        "Consumer group, 4 members acking every event, ordering SESSION",
+        "events_per_s",
+        "events/s processed",
+        _measured_only(),
+        lambda s: _group_plan(s, "session"),
+        baseline_note=_NO_GROUP_BASELINE,
+        extra=("events",),
+        nats=lambda s: Plan("nats_group_consume", {"expected": s.group_events, "members": 4}),
+        nats_note=_NATS_GROUP + "; it keeps no order per key",
+    ),
+    Scenario(
+        "13",
+        "Consumer group: redelivery after a nack with zero delay, p99",
+        "p99_ms",
+        "ms",
+        _measured_only(),
+        lambda s: Plan(
+            "group_redelivery",
+            {"rounds": s.redeliveries},
+            seed=_seed_replay(s.redeliveries),
+            baseline_replay=None,
+        ),
+        baseline_note=_NO_GROUP_BASELINE,
+        extra=("p50_ms", "rounds"),
+        nats=lambda s: Plan("nats_group_redelivery", {"rounds": s.redeliveries}),
+        nats_note="a pull subscriber's nak() with no delay, then fetch",
+        lower_is_better=True,
     ),
 )
 

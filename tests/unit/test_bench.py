@@ -293,8 +293,8 @@ def test_the_scenarios_in_table_order_and_the_cross_replica_ones() -> None:
     # Replicas see each other's events in this version, so the default run includes them.
     assert {"9", "10"} <= set(default)
     assert [s.key for s in chosen_scenarios("10,1,9")] == ["1", "9", "10"]
-    with pytest.raises(SystemExit, match="no scenario 11"):
-        chosen_scenarios("1,11")
+    with pytest.raises(SystemExit, match="no scenario 99"):
+        chosen_scenarios("1,99")
     for key in ("9", "10"):
         plan = next(s for s in SCENARIOS if s.key == key).plan(QUICK)
         assert plan.replicas == 2
