@@ -110,11 +110,14 @@ async def group_consume(target: str, expected: int, members: int, ordering: str)
                             last_of_key[key] = position
                         in_flight[d.delivery_id] = (position, key)
                         ids.append(d.delivery_id)
+                    # The server hands out a key's next event only once it has this ack, and
+                    # that may reach another member before this one reads its `settled`.
+                    for delivery_id in ids:
+                        keys_in_flight.discard(in_flight[delivery_id][1])
                     await m.send(service.ConsumeRequest(ack=service.Ack(delivery_ids=ids)))
                 else:
                     for delivery_id in response.settled.delivery_ids:
-                        position, key = in_flight.pop(delivery_id)
-                        keys_in_flight.discard(key)
+                        position, _ = in_flight.pop(delivery_id)
                         settled.add(position)
                     if len(settled) >= expected:
                         done.set()
