@@ -6,6 +6,7 @@ import asyncio
 import json
 import signal
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -14,12 +15,16 @@ from journey_client import Backoff, Delivery, JourneyClient, NotFound, event_fil
 from journey_client.cli import to_json
 from tests.clients.server_process import journey_serve
 from tests.conftest import SettingsFactory
+from tests.groups.members import Member, positions
 from tests.integration.harness import serving
 
 pytestmark = pytest.mark.slow
 
 FAST = Backoff(initial=0.05, maximum=0.5)
 T = pb.SystemEventType
+# A hook that runs until the `journey consume` that started it is gone (hooks run in their
+# own process group, so they outlive a SIGKILL of the member; this one does not linger).
+UNTIL_THE_MEMBER_DIES = "while kill -0 $PPID 2>/dev/null; do sleep 0.1; done"
 
 
 async def take(consumer: object, count: int) -> list[Delivery]:
@@ -161,3 +166,41 @@ async def test_the_walkthrough_groups_create_then_consume_exec(
         assert (tmp_path / "runs").read_text() == "visit-ended 1\n"
         written = (tmp_path / f"{visit_ended.position}.json").read_text()
         assert written == to_json(visit_ended) + "\n"
+
+
+async def test_a_member_process_sigkilled_mid_work_gives_its_events_to_the_others_at_once(
+    make_settings: SettingsFactory,
+) -> None:
+    # The member is a real `journey consume --exec` process whose hooks never finish; SIGKILL
+    # must hand its three events to the member that stays well before the 30 s ack timeout.
+    env = {"PATH": "/usr/bin:/bin"}
+    async with (
+        serving(make_settings()) as harness,
+        JourneyClient(f"127.0.0.1:{harness.port}") as client,
+    ):
+        await client.create_consumer_group("g", start="beginning", ack_timeout=30)
+        await client.track("web", ["page-view"], profile_id="ada")  # three system events
+        doomed = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "journey.cli", "consume", "g", "--exec", UNTIL_THE_MEMBER_DIES,
+            "--concurrency", "3", "--server", f"127.0.0.1:{harness.port}", env=env,
+            stderr=asyncio.subprocess.DEVNULL,
+        )  # fmt: skip
+        try:
+            async with asyncio.timeout(20):
+                while (await client.get_consumer_group("g")).in_flight_count < 3:
+                    await asyncio.sleep(0.05)
+            staying = Member(pb.ConsumerGroupServiceStub(harness.channel), "g").open()
+            with pytest.raises(TimeoutError):
+                await staying.read(seconds=0.3)  # nothing for it while the doomed one holds all
+            doomed.kill()
+            killed_at = time.monotonic()
+            got = await staying.deliveries(3, seconds=5)
+            handed_over = time.monotonic() - killed_at
+        finally:
+            if doomed.returncode is None:
+                doomed.kill()
+            await doomed.wait()
+        assert sorted(positions(got)) == [1, 2, 3]
+        assert {d.attempt for d in got} == {2}
+        assert handed_over < 5  # ack_timeout is 30 s: this came from the stream's end
+        staying.close()

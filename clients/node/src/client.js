@@ -150,6 +150,26 @@ export class JourneyClient {
     return this.unary("groups", "GetConsumerGroup", { name });
   }
 
+  // Every group, in name order, fetching page after page (pageSize 0: the server's default).
+  async *listConsumerGroups({ pageSize = 0 } = {}) {
+    let pageToken = "";
+    do {
+      const page = await this.unary("groups", "ListConsumerGroups", { pageSize, pageToken });
+      yield* page.consumerGroups;
+      pageToken = page.nextPageToken;
+    } while (pageToken);
+  }
+
+  // A group's dead letters ({ event, attempts, reason, deadLetterTime }), oldest first.
+  async *listDeadLetters(name, { pageSize = 0 } = {}) {
+    let pageToken = "";
+    do {
+      const page = await this.unary("groups", "ListDeadLetters", { name, pageSize, pageToken });
+      for (const letter of page.deadLetters) yield { ...letter, event: systemEvent(letter.event) };
+      pageToken = page.nextPageToken;
+    } while (pageToken);
+  }
+
   async deleteConsumerGroup(name) {
     await this.unary("groups", "DeleteConsumerGroup", { name }, { retried: false });
   }

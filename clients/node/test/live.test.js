@@ -71,7 +71,10 @@ test("consume() gets a group's events, and ack and nack are settled", { skip: !a
     const seen = [];
     for await (const delivery of consumer) {
       seen.push([delivery.event.profileId, delivery.attempt]);
-      const settled = delivery.event.profileId === "g1" && delivery.attempt === 1 ? await delivery.nack({ delayMs: 0 }) : await delivery.ack();
+      let settled;
+      if (delivery.event.profileId === "g1" && delivery.attempt === 1) settled = await delivery.nack({ delayMs: 0 });
+      else if (delivery.event.profileId === "g2") settled = await delivery.reject("no email address");
+      else settled = await delivery.ack();
       assert.equal(settled, true);
       if (seen.length === 3) break;
     }
@@ -79,7 +82,13 @@ test("consume() gets a group's events, and ack and nack are settled", { skip: !a
     await consumer.close();
     const group = await client.getConsumerGroup(name);
     assert.equal(group.pendingCount, "0");
-    assert.equal(await client.redriveDeadLetters(name), "0");
+    const names = [];
+    for await (const listed of client.listConsumerGroups({ pageSize: 1 })) names.push(listed.name);
+    assert.ok(names.includes(name), names.join(","));
+    const letters = [];
+    for await (const letter of client.listDeadLetters(name, { pageSize: 1 })) letters.push(letter);
+    assert.deepEqual(letters.map((l) => [l.event.profileId, l.reason, l.attempts]), [["g2", "no email address", 1]]);
+    assert.equal(await client.redriveDeadLetters(name), "1");
     await client.deleteConsumerGroup(name);
   } finally {
     client.close();
