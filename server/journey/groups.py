@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import itertools
 import logging
+import os
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timedelta
@@ -38,8 +40,24 @@ STALE_AFTER = timedelta(seconds=5)
 T = TypeVar("T")
 
 
+# Delivery ids: a random prefix per process and a counter, shaped like a UUID. A uuid4 per
+# delivery cost a getrandom call each, 8% of a busy dispatcher's time; the prefix's 80 random
+# bits keep processes and restarts apart, and the counter keeps one process's ids apart.
+_ID_PREFIX = str(uuid.uuid4())[:24]
+_ID_COUNTER = itertools.count(1)
+
+
 def _new_id() -> str:
-    return str(uuid.uuid4())
+    return f"{_ID_PREFIX}{next(_ID_COUNTER):012x}"
+
+
+def _new_id_prefix() -> None:
+    # A forked child must not repeat its parent's ids (workers are spawned; this is a guard).
+    global _ID_PREFIX
+    _ID_PREFIX = str(uuid.uuid4())[:24]
+
+
+os.register_at_fork(after_in_child=_new_id_prefix)
 
 
 class ConsumerGroups:

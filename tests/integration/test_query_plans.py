@@ -105,6 +105,13 @@ CASES: list[tuple[str, Statement, str, str]] = [
         "ix_consumer_group_entries_state",
         "ix_consumer_group_entries_state",
     ),
+    (
+        # Each round's acks: the deliveries they name, not every pending entry of the group.
+        "consumer group acks",
+        lambda postgres: groups.by_delivery_ids(postgres, ["d1", "d2"]),
+        "ix_consumer_group_entries_delivery",
+        "ix_consumer_group_entries_delivery",
+    ),
 ]
 
 

@@ -130,7 +130,11 @@ def _among(connection: Connection, column: Any, values: Iterable[Any]) -> Column
     asyncpg prepares each statement text it has not seen, and an IN list of another length is
     another text: rounds spent most of their time preparing and planning before this.
     """
-    if connection.dialect.name == "postgresql":
+    return _among_on(connection.dialect.name == "postgresql", column, values)
+
+
+def _among_on(postgres: bool, column: Any, values: Iterable[Any]) -> ColumnElement[bool]:
+    if postgres:
         return cast(
             ColumnElement[bool],
             column == any_(bindparam(None, list(values), type_=ARRAY(column.type))),
@@ -581,12 +585,9 @@ def _settle(
     current = {
         row.delivery_id: row
         for row in connection.execute(
-            select(e.delivery_id, e.position, e.attempt, e.key).where(
-                e.group_id == group.id,
-                _among(connection, e.delivery_id, named),
-                e.state.in_(_ACTIVE),
-            )
+            by_delivery_ids(connection.dialect.name == "postgresql", named)
         )
+        if row.group_id == group.id and row.state in _ACTIVE
     }
     settled: dict[str, None] = {}
     ack_positions = []
@@ -638,6 +639,19 @@ def _settle(
     answered = [*ops.acks, *(i for i, _ in ops.nacks), *(i for i, _ in ops.rejects)]
     ignored = [i for i in dict.fromkeys(answered) if i not in settled]
     return list(settled), ignored
+
+
+def by_delivery_ids(postgres: bool, delivery_ids: Sequence[str]) -> Any:
+    """The entries with these delivery ids: a probe of the delivery index per id.
+
+    Only the ids are in the WHERE clause: with the group and the state there too, SQLite
+    chose the (group, state) index and read every pending entry of the group at each round
+    (quadratic in the backlog); the group and state are checked on the few rows found.
+    """
+    e = entries.c
+    return select(e.delivery_id, e.position, e.attempt, e.key, e.group_id, e.state).where(
+        _among_on(postgres, e.delivery_id, delivery_ids)
+    )
 
 
 def _pending(position: int, visible_at: datetime) -> dict[str, Any]:
