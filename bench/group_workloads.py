@@ -81,8 +81,20 @@ def _key(event: Any, ordering: str) -> str:
     return str(event.session_id or event.profile_id) if ordering == "session" else ""
 
 
-async def group_consume(target: str, expected: int, members: int, ordering: str) -> Result:
-    """4 members of one group (from the beginning) ack every event of a stored backlog."""
+async def group_consume(
+    target: str,
+    expected: int,
+    members: int,
+    ordering: str,
+    *,
+    work_seconds: float = 0.0,
+    max_in_flight: int = MAX_IN_FLIGHT,
+) -> Result:
+    """`members` members of one group (from the beginning) ack every event of a stored backlog.
+
+    With `work_seconds`, each delivery is acked that long after it arrived, as a worker that
+    does something per event would (up to `max_in_flight` at once per member).
+    """
     chans = channels(target, members)
     settled: set[int] = set()
     in_flight: dict[str, tuple[int, str]] = {}  # delivery id -> (position, key)
@@ -91,9 +103,15 @@ async def group_consume(target: str, expected: int, members: int, ordering: str)
     redeliveries = 0
     done = asyncio.Event()
 
+    async def work_then_ack(m: Member, delivery_id: str) -> None:
+        await asyncio.sleep(work_seconds)
+        keys_in_flight.discard(in_flight[delivery_id][1])
+        await m.send(service.ConsumeRequest(ack=service.Ack(delivery_ids=[delivery_id])))
+
     async def member(channel: grpc.aio.Channel, group: str) -> None:
         nonlocal redeliveries
-        m = Member(channel, group, MAX_IN_FLIGHT)
+        m = Member(channel, group, max_in_flight)
+        working: set[asyncio.Task[None]] = set()
         try:
             async for response in m.call:
                 if response.WhichOneof("response") == "deliveries":
@@ -110,6 +128,12 @@ async def group_consume(target: str, expected: int, members: int, ordering: str)
                             last_of_key[key] = position
                         in_flight[d.delivery_id] = (position, key)
                         ids.append(d.delivery_id)
+                    if work_seconds:
+                        for delivery_id in ids:
+                            task = asyncio.create_task(work_then_ack(m, delivery_id))
+                            working.add(task)
+                            task.add_done_callback(working.discard)
+                        continue
                     # The server hands out a key's next event only once it has this ack, and
                     # that may reach another member before this one reads its `settled`.
                     for delivery_id in ids:
@@ -122,6 +146,8 @@ async def group_consume(target: str, expected: int, members: int, ordering: str)
                     if len(settled) >= expected:
                         done.set()
         finally:
+            for task in working:
+                task.cancel()
             m.call.cancel()
 
     try:
@@ -146,6 +172,28 @@ async def group_consume(target: str, expected: int, members: int, ordering: str)
     if settled != set(range(1, expected + 1)):
         raise WorkloadError(f"{len(settled)} of {expected} events acknowledged in time")
     return {"events_per_s": expected / elapsed, "events": expected, "redeliveries": redeliveries}
+
+
+async def group_scaling(
+    target: str, expected: int, member_counts: list[int], work_ms: float, max_in_flight: int
+) -> Result:
+    """Events/s with 1, 2, 4... members that each spend `work_ms` per event (SESSION order).
+
+    Each count is a new group from the beginning of the same backlog; the figure is the last.
+    """
+    rates: dict[str, float] = {}
+    for members in member_counts:
+        result = await group_consume(
+            target,
+            expected,
+            members,
+            "session",
+            work_seconds=work_ms / 1000,
+            max_in_flight=max_in_flight,
+        )
+        rates[f"members_{members}"] = result["events_per_s"]
+    first, last = rates[f"members_{member_counts[0]}"], rates[f"members_{member_counts[-1]}"]
+    return {"events_per_s": last, **rates, "speedup": last / first, "events": expected}
 
 
 async def group_redelivery(target: str, rounds: int) -> Result:

@@ -27,6 +27,7 @@ WORKLOADS: dict[str, Callable[..., Coroutine[Any, Any, workloads.Result]]] = {
     "nats_replay": nats_workloads.nats_replay,
     "group_consume": group_workloads.group_consume,
     "group_redelivery": group_workloads.group_redelivery,
+    "group_scaling": group_workloads.group_scaling,
     "nats_group_consume": group_workloads.nats_group_consume,
     "nats_group_redelivery": group_workloads.nats_group_redelivery,
 }

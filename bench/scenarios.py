@@ -141,6 +141,10 @@ def _seed_sweep(count: int, lead: float) -> Callable[[str], dict[str, Any]]:
 
 
 _NO_GROUP_BASELINE = "n/a: the baseline has no consumer groups"
+# Scenario 14: whether throughput grows with members when members, not the server, are the
+# limit (1,000 sessions of 3 events in the full run).
+_SCALING: dict[str, Any] = {"member_counts": [1, 2, 4], "work_ms": 10.0, "max_in_flight": 10}
+_SCALING_EVENTS = 3_000
 _NATS_GROUP = "a durable pull consumer, explicit acks, 4 pull subscribers fetching 100 at a time"
 
 
@@ -363,6 +367,23 @@ SCENARIOS = (
         nats=lambda s: Plan("nats_group_redelivery", {"rounds": s.redeliveries}),
         nats_note="a pull subscriber's nak() with no delay, then fetch",
         lower_is_better=True,
+    ),
+    Scenario(
+        "14",
+        f"Consumer group, SESSION, members spending {_SCALING['work_ms']:g} ms per event "
+        f"({_SCALING['max_in_flight']} at once each): 1, 2 and 4 members",
+        "events_per_s",
+        "events/s processed by 4",
+        _measured_only(),
+        lambda s: Plan(
+            "group_scaling",
+            {"expected": min(s.group_events, _SCALING_EVENTS), **_SCALING},
+            seed=_seed_replay(min(s.group_events, _SCALING_EVENTS)),
+            baseline_replay=None,
+        ),
+        baseline_note=_NO_GROUP_BASELINE,
+        extra=("members_1", "members_2", "speedup"),
+        nats_note="n/a: measures how Journey's groups scale with members",
     ),
 )
 
