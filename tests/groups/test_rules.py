@@ -69,12 +69,13 @@ def test_delivery_bytes_parse_as_the_message_protobuf_would_build() -> None:
 
 def test_a_member_asks_only_about_what_it_holds_and_its_room_counts_what_settles() -> None:
     member = Member("m", "g", max_in_flight=3)
-    member.outstanding.update({"a", "b", "c"})
+    member.outstanding.update({"a": 1, "b": 2, "c": 3})
     member.ask(Ack(("a", "stranger")))
     member.ask(Nack(("b",), None))
     member.ask(Reject(("nobody",), "x"))
     ops, room = member.take()
     assert (ops.acks, ops.nacks, ops.rejects) == (("a",), (("b", None),), ())
+    assert ops.positions == {"a": 1, "b": 2}  # a round finds their entries by position
     # a and b settle in this round, so two slots can be used in it (after the Settled).
     assert room == 2
     assert not member.has_requests

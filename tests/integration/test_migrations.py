@@ -61,7 +61,13 @@ async def test_a_fresh_database_gets_exactly_the_schema_of_the_code(database_url
     database = await open_database(database_url)
     try:
         assert database.migration == migrate.Outcome(
-            ("0001_baseline", "0002_fill_encoded", "0003_consumer_groups"), migrate.head()
+            (
+                "0001_baseline",
+                "0002_fill_encoded",
+                "0003_consumer_groups",
+                "0004_group_entry_indexes",
+            ),
+            migrate.head(),
         )
         async with database.engine.connect() as connection:
             assert await connection.run_sync(differences) == []
@@ -104,7 +110,9 @@ async def test_an_old_database_gets_every_event_encoded_and_replays_it(
     with caplog.at_level(logging.INFO, logger="journey.storage"):
         async with serving(settings) as h:
             assert h.server.database.migration == migrate.Outcome(
-                ("0002_fill_encoded", "0003_consumer_groups"), migrate.head(), stamped=True
+                ("0002_fill_encoded", "0003_consumer_groups", "0004_group_entry_indexes"),
+                migrate.head(),
+                stamped=True,
             )
             await h.track("page-view", session_id="after")
             stream = h.events.Subscribe(pb.SubscribeRequest(beginning=Empty(), max_batch_size=1000))
@@ -163,7 +171,8 @@ async def test_an_interrupted_fill_is_finished_at_the_next_start_and_then_costs_
         # this start, in which revision 0002 ran again and finished.
         assert encoded_counts == [11]
         assert database.migration == migrate.Outcome(
-            ("0002_fill_encoded", "0003_consumer_groups"), migrate.head()
+            ("0002_fill_encoded", "0003_consumer_groups", "0004_group_entry_indexes"),
+            migrate.head(),
         )
         stored = await stored_system_events(database, 100)
         replayed = await Queries(database).encoded_system_events(SystemEventFilter(), 0, 100)

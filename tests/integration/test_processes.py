@@ -157,5 +157,10 @@ async def test_replicas_starting_together_on_postgresql_migrate_once(
         codes = [await server.wait() for server in servers]
     assert codes == [0, 0, 0]
     logs = ["".join(server.output) for server in servers]
-    for revision in ("0001_baseline", "0002_fill_encoded", "0003_consumer_groups"):
+    for revision in (
+        "0001_baseline",
+        "0002_fill_encoded",
+        "0003_consumer_groups",
+        "0004_group_entry_indexes",
+    ):
         assert sum(f"applied schema revision {revision}" in log for log in logs) == 1, logs

@@ -7,9 +7,9 @@ from datetime import UTC, datetime
 
 import pytest
 import pytest_asyncio
-from sqlalchemy import Select, text
+from sqlalchemy import Select, select, text
 
-from journey.domain.groups import GroupSettings, Ordering
+from journey.domain.groups import EntryState, GroupSettings, Ordering
 from journey.domain.model import SessionState, SystemEventFilter, SystemEventType
 from journey.storage import groups, statements
 from journey.storage.database import Database, open_database
@@ -105,13 +105,6 @@ CASES: list[tuple[str, Statement, str, str]] = [
         "ix_consumer_group_entries_state",
         "ix_consumer_group_entries_state",
     ),
-    (
-        # Each round's acks: the deliveries they name, not every pending entry of the group.
-        "consumer group acks",
-        lambda postgres: groups.by_delivery_ids(postgres, ["d1", "d2"]),
-        "ix_consumer_group_entries_delivery",
-        "ix_consumer_group_entries_delivery",
-    ),
 ]
 
 
@@ -180,3 +173,36 @@ async def test_idempotency_lookup_probes_each_id_on_an_unanalysed_table(database
     assert "ux_tracked_events_source_event" in plan, plan
     assert any("Index Cond" in line and "event_id" in line for line in plan.splitlines()), plan
     assert not any("Filter" in line and "event_id" in line for line in plan.splitlines()), plan
+
+
+async def test_a_rounds_requests_probe_their_entries_by_primary_key(database: Database) -> None:
+    # A group with a backlog of 5,000 pending entries, on a table not analysed yet. With the
+    # group and the state in the condition, SQLite read every pending entry at each round
+    # (quadratic in the backlog); the entries a round's acks name must be primary-key probes.
+    async with database.engine.begin() as connection:
+        await connection.exec_driver_sql(
+            "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 5000)"
+            " INSERT INTO consumer_group_entries (group_id, position, key, occur_time, state,"
+            " attempt, visible_at) SELECT 'g', i, '', 0, 0, 0, 0 FROM n"
+        )
+    statement = groups.at_positions(not database.is_sqlite, "g", [3, 5, 4000])
+    plan = await explain(database, statement, discourage=False)
+    if database.is_sqlite:
+        assert "sqlite_autoindex_consumer_group_entries_1 (group_id=? AND position=?)" in plan
+    else:
+        assert "consumer_group_entries_pkey" in plan, plan
+        lines = plan.splitlines()
+        assert any("Index Cond" in line and "position" in line for line in lines), plan
+        assert not any("Filter" in line and "position" in line for line in lines), plan
+    # A member that left: its group's in-flight entries (a short range), whoever holds them.
+    e = groups.entries.c
+    in_flight = int(EntryState.IN_FLIGHT)
+    give_back = select(e.position).where(
+        e.group_id == "g", e.state == in_flight, e.member_id.in_(["m"])
+    )
+    plan = await explain(database, give_back, discourage=False)
+    if database.is_sqlite:
+        assert "(group_id=? AND state=?)" in plan, plan
+    else:
+        lines = plan.splitlines()
+        assert any("Index Cond" in line and "state" in line for line in lines), plan

@@ -14,6 +14,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
 from sqlalchemy import (
+    BigInteger,
     ColumnElement,
     Connection,
     Table,
@@ -26,6 +27,7 @@ from sqlalchemy import (
     insert,
     select,
     text,
+    true,
     update,
 )
 from sqlalchemy.dialects.postgresql import ARRAY
@@ -464,24 +466,30 @@ def _change(connection: Connection, group: GroupRecord, changes: Sequence[dict[s
     )
 
 
-def leave(connection: Connection, member_ids: Sequence[str], now: datetime) -> set[str]:
-    """Forget these members; what they held is delivered again at once. The groups touched."""
+def leave(
+    connection: Connection,
+    member_ids: Sequence[str],
+    now: datetime,
+    also: Iterable[str] = (),
+) -> set[str]:
+    """Forget these members; what they held is delivered again at once. The groups touched.
+
+    Their groups are those of their rows, and `also` (groups with entries naming members
+    whose rows are already gone); in each, the in-flight entries are a short range of the
+    state index, so entries need no index on member ids.
+    """
     if not member_ids:
         return set()
     e = entries.c
-    touched = set(
+    touched = set(also) | set(
         connection.scalars(
             select(members.c.group_id).where(members.c.id.in_(member_ids)).distinct()
-        )
-    ) | set(
-        connection.scalars(
-            select(e.group_id).where(e.member_id.in_(member_ids), e.state == _IN_FLIGHT).distinct()
         )
     )
     for group_id in touched:
         group = by_id(connection, group_id)
         if group is not None:
-            where = and_(e.member_id.in_(member_ids), e.state == _IN_FLIGHT)
+            where = and_(e.state == _IN_FLIGHT, e.member_id.in_(member_ids))
             if _give_back(connection, group, where, now, REASON_MAX_ATTEMPTS):
                 notify(connection, group_id)
     connection.execute(delete(members).where(members.c.id.in_(member_ids)))
@@ -521,16 +529,22 @@ def leave_other_replicas(connection: Connection, replica_id: str, now: datetime)
     others = list(
         connection.scalars(select(members.c.id).where(members.c.replica_id != replica_id))
     )
-    # Entries can name a member whose row is already gone (a crash between the two).
-    orphans = list(
-        connection.scalars(
+    # Entries can name a member whose row is already gone (a crash between the two). At
+    # start only: each group's in-flight range of the state index.
+    orphans: list[str] = []
+    orphan_groups: list[str] = []
+    for group_id in connection.scalars(select(groups.c.id)):
+        named = connection.scalars(
             select(entries.c.member_id)
-            .where(entries.c.state == _IN_FLIGHT, entries.c.member_id.is_not(None))
+            .where(entries.c.group_id == group_id, entries.c.state == _IN_FLIGHT)
             .where(~exists().where(members.c.id == entries.c.member_id))
             .distinct()
         )
-    )
-    return leave(connection, [*others, *(m for m in orphans if m is not None)], now)
+        found = [m for m in named if m is not None]
+        if found:
+            orphans += found
+            orphan_groups.append(group_id)
+    return leave(connection, [*others, *orphans], now, also=orphan_groups)
 
 
 @dataclass
@@ -556,6 +570,9 @@ class MemberOps:
     nacks: tuple[tuple[str, timedelta | None], ...] = ()
     rejects: tuple[tuple[str, str], ...] = ()
     extends: tuple[str, ...] = ()
+    # The position each named delivery was of (the member keeps them): entries are found by
+    # their primary key, with no index on delivery ids to keep up at every write.
+    positions: Mapping[str, int] = field(default_factory=dict)
 
 
 def dispatch(
@@ -608,12 +625,13 @@ def _settle(
     if not named:
         return [], []
     # Still this delivery's: not delivered again meanwhile (a redelivery has a new id).
+    positions = sorted({ops.positions[i] for i in named})
     current = {
         row.delivery_id: row
         for row in connection.execute(
-            by_delivery_ids(connection.dialect.name == "postgresql", named)
+            at_positions(connection.dialect.name == "postgresql", group.id, positions)
         )
-        if row.group_id == group.id and row.state in _ACTIVE
+        if row.state in _ACTIVE
     }
     settled: dict[str, None] = {}
     ack_positions = []
@@ -667,17 +685,25 @@ def _settle(
     return list(settled), ignored
 
 
-def by_delivery_ids(postgres: bool, delivery_ids: Sequence[str]) -> Any:
-    """The entries with these delivery ids: a probe of the delivery index per id.
-
-    Only the ids are in the WHERE clause: with the group and the state there too, SQLite
-    chose the (group, state) index and read every pending entry of the group at each round
-    (quadratic in the backlog); the group and state are checked on the few rows found.
-    """
+def at_positions(postgres: bool, group_id: str, positions: Sequence[int]) -> Any:
+    """A group's entries at these positions (primary-key probes): those a round's requests name."""
     e = entries.c
-    return select(e.delivery_id, e.position, e.attempt, e.key, e.group_id, e.state).where(
-        _among_on(postgres, e.delivery_id, delivery_ids)
+    columns = (e.delivery_id, e.position, e.attempt, e.key, e.state)
+    if not postgres:
+        return select(*columns).where(e.group_id == group_id, e.position.in_(list(positions)))
+    # One probe per position whatever the planner believes: on a table not analysed yet it
+    # took a group's rows for a few and read them all, filtering on the positions (as the
+    # idempotency lookup did, statements.stored_events). The LIMIT keeps the lateral
+    # subquery from being flattened into a join served the same way.
+    wanted = (
+        func.unnest(bindparam(None, list(positions), type_=ARRAY(BigInteger)))
+        .table_valued("position")
+        .render_derived()
     )
+    probe = (
+        select(*columns).where(e.group_id == group_id, e.position == wanted.c.position).limit(1)
+    ).lateral()
+    return select(*probe.c).select_from(wanted.join(probe, true()))
 
 
 def _pending(position: int, visible_at: datetime) -> dict[str, Any]:

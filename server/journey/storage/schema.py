@@ -154,10 +154,9 @@ class ConsumerGroupEntryRow(Base):
         # Per-key ordering: which is the next blocked entry of these keys? (A short range per
         # key of the state's entries, the first of it the answer.)
         Index("ix_consumer_group_entries_key", "group_id", "state", "key", "position"),
-        # Acks, nacks, rejects and extends name deliveries.
-        Index("ix_consumer_group_entries_delivery", "delivery_id"),
-        # A member that is gone gives back what it held.
-        Index("ix_consumer_group_entries_member", "member_id"),
+        # No index on delivery or member ids (revision 0004): each was written at every hand-out
+        # and ack; requests find entries by position, and a member's entries are in the
+        # group's short in-flight range of the state index.
     )
 
     group_id: Mapped[str] = mapped_column(String(36), primary_key=True)

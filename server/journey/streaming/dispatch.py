@@ -36,8 +36,9 @@ class Member:
         self.id = member_id
         self.group_id = group_id
         self.max_in_flight = max_in_flight
-        # Deliveries sent and not yet settled: each holds a slot of max_in_flight.
-        self.outstanding: set[str] = set()
+        # Deliveries sent and not yet settled, by id, with their positions (a round finds
+        # their entries by position): each holds a slot of max_in_flight.
+        self.outstanding: dict[str, int] = {}
         self._requests: list[MemberRequest] = []
         # Bounded by the protocol rather than by a size: at most one Deliveries message per
         # slot and one Settled per request that freed a slot, so 2 * max_in_flight + the end.
@@ -83,8 +84,11 @@ class Member:
                     extends += ids
         settling = {*acks, *(i for i, _ in nacks), *(i for i, _ in rejects)}
         # A settled delivery's slot is reused only after its Settled is queued (same round).
-        room = self.max_in_flight - len(self.outstanding - settling)
-        return MemberOps(tuple(acks), tuple(nacks), tuple(rejects), tuple(extends)), room
+        room = self.max_in_flight - len(self.outstanding.keys() - settling)
+        named = (*settling, *extends)
+        positions = {i: self.outstanding[i] for i in named}
+        ops = MemberOps(tuple(acks), tuple(nacks), tuple(rejects), tuple(extends), positions)
+        return ops, room
 
     def give_back(self, ops: MemberOps) -> None:
         """Requeue a round's ops that did not commit."""
@@ -196,8 +200,8 @@ class Dispatcher:
             member = by_id.get(member_id)
             if member is None or member.ended:
                 continue
-            member.outstanding.difference_update(settled)
-            member.outstanding.difference_update(ignored)
+            for delivery_id in (*settled, *ignored):
+                member.outstanding.pop(delivery_id, None)
             if settled or ignored:
                 member.outbox.put_nowait(Settled(tuple(settled), tuple(ignored)))
         batches: dict[str, list[Delivery]] = {}
@@ -208,7 +212,7 @@ class Dispatcher:
             if member is None or member.ended:
                 # Gone meanwhile: its release (queued after this round) gives these back.
                 continue
-            member.outstanding.update(d.delivery_id for d in batch)
+            member.outstanding.update((d.delivery_id, d.position) for d in batch)
             member.outbox.put_nowait(batch)
         seconds = POLL_SECONDS
         if done.next_due is not None:
