@@ -66,7 +66,7 @@ entries = cast(Table, ConsumerGroupEntryRow.__table__)
 members = cast(Table, ConsumerGroupMemberRow.__table__)
 system_events = statements.system_events
 
-# Log events copied into a group's entries per round; a longer backlog takes several rounds.
+# With per-key ordering, log events read per round at most (some wait behind their keys).
 SCAN_PAGE = 5000
 # Other replicas hear of releases, nacks, redrives and deletes here (PostgreSQL).
 CHANNEL = "journey_groups"
@@ -87,7 +87,18 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 # with a dict per row, their parameters were a tenth of a busy dispatcher's time.
 _NEW_ENTRIES = Bulk(
     insert(entries),
-    ("group_id", "position", "key", "occur_time", "state", "attempt", "visible_at"),
+    (
+        "group_id",
+        "position",
+        "key",
+        "occur_time",
+        "state",
+        "attempt",
+        "visible_at",
+        "member_id",
+        "delivery_id",
+        "lease_until",
+    ),
 )
 _e = entries.c
 _HANDED_OUT = Bulk(
@@ -558,7 +569,7 @@ class Round:
     deliveries: list[tuple[str, Delivery]] = field(default_factory=list)
     # When something becomes due (a nack's delay, a lease), if anything is waiting.
     next_due: datetime | None = None
-    # The scan stopped at a page: another round should follow at once.
+    # The log was read up to a limit with slots still free: another round should follow.
     more: bool = False
 
 
@@ -607,11 +618,11 @@ def dispatch(
             now,
             REASON_ACK_TIMEOUT,
         )
-    out.more = _scan(connection, group)
-    wanted = sum(max(room, 0) for room in rooms.values())
-    if wanted:
-        out.deliveries = _hand_out(connection, group, now, rooms, wanted, new_id)
-    if len(out.deliveries) < wanted or expire:
+    left = {member_id: room for member_id, room in rooms.items() if room > 0}
+    # Entries due again first (their positions are before any new event), then new events.
+    out.deliveries = _redeliver(connection, group, now, left, new_id)
+    out.more = _take_new(connection, group, now, left, new_id, out.deliveries)
+    if any(left.values()) or expire:
         # Idle (or a periodic round): when is the next nack delay or lease due?
         out.next_due = _next_due(connection, group, now)
     return out
@@ -714,50 +725,88 @@ def _dead(position: int, reason: str, now: datetime) -> dict[str, Any]:
     return {"p": position, "s": _DEAD, "v": now, "r": reason, "d": now}
 
 
-def _scan(connection: Connection, group: GroupRecord) -> bool:
-    """Copy matching events after scanned_position into entries; True if more remain."""
+def _take_new(
+    connection: Connection,
+    group: GroupRecord,
+    now: datetime,
+    left: dict[str, int],
+    new_id: Any,
+    out: list[tuple[str, Delivery]],
+) -> bool:
+    """Hand out log events after scanned_position to the members' free slots; True: go on.
+
+    An event gets its entry only here, as it is delivered (IN_FLIGHT), or, with per-key
+    ordering, when an earlier event of its key is still unsettled (BLOCKED). Events after
+    the last one taken stay in the log (they count as pending) until a member has room: so
+    an event costs one insert and one delete, not an insert, an update and a delete.
+    """
+    room = sum(left.values())
+    if room <= 0:
+        return False
     head = _head(connection)
     if head <= group.scanned_position:
         return False
+    ordering = group.settings.ordering
+    # With ordering, some events read may wait behind their keys: read ahead of the room.
+    limit = room if ordering == Ordering.NONE else min(SCAN_PAGE, max(4 * room, 100))
     c = system_events.c
     query = statements.system_events_page(
-        group.settings.event_filter, group.scanned_position, SCAN_PAGE, up_to=head
+        group.settings.event_filter, group.scanned_position, limit, up_to=head
     )
     rows = connection.execute(
-        query.with_only_columns(c.position, c.session_id, c.profile_id, c.occur_time)
+        query.with_only_columns(c.position, c.session_id, c.profile_id, c.occur_time, c.encoded)
     ).all()
-    full = len(rows) == SCAN_PAGE
-    scanned = rows[-1].position if full else head
-    if rows:
-        ordering = group.settings.ordering
-        keys = [ordering_key(ordering, row.session_id, row.profile_id) for row in rows]
-        # With ordering, an event whose key has an unsettled one already waits behind it.
-        headed: set[str] = set()
-        if ordering != Ordering.NONE:
-            e = entries.c
-            for chunk in _chunks(sorted(set(keys))):
-                headed.update(
-                    connection.scalars(
-                        select(e.key)
-                        .where(
-                            e.group_id == group.id,
-                            _among(connection, e.key, chunk),
-                            e.state.in_(_UNSETTLED),
-                        )
-                        .distinct()
+    keys = [ordering_key(ordering, row.session_id, row.profile_id) for row in rows]
+    headed: set[str] = set()
+    if ordering != Ordering.NONE:
+        e = entries.c
+        for chunk in _chunks(sorted(set(keys))):
+            headed.update(
+                connection.scalars(
+                    select(e.key)
+                    .where(
+                        e.group_id == group.id,
+                        _among(connection, e.key, chunk),
+                        e.state.in_(_UNSETTLED),
                     )
+                    .distinct()
                 )
-        values = []
-        for row, key in zip(rows, keys, strict=True):
-            blocked = ordering != Ordering.NONE and key in headed
-            headed.add(key)
-            state = _BLOCKED if blocked else _PENDING
-            values.append((group.id, row.position, key, row.occur_time, state, 0, _EPOCH))
-        _NEW_ENTRIES.execute(connection, values)
+            )
+    taken: list[Any] = []
+    waiting: list[tuple[Any, str]] = []
+    scanned = head if len(rows) < limit else rows[-1].position
+    for row, key in zip(rows, keys, strict=True):
+        if ordering != Ordering.NONE and key in headed:
+            waiting.append((row, key))
+            continue
+        if len(taken) == room:
+            # No slot for this one: it and what follows stay in the log.
+            scanned = row.position - 1
+            break
+        headed.add(key)
+        taken.append((row, key))
+    lease = now + group.settings.ack_timeout
+    values: list[tuple[Any, ...]] = []
+    for member_id, (row, key) in assign(taken, left):
+        left[member_id] -= 1
+        delivery = Delivery(new_id(), 1, row.position, row.encoded)
+        out.append((member_id, delivery))
+        values.append(
+            (
+                *(group.id, row.position, key, row.occur_time, _IN_FLIGHT, 1, _EPOCH),
+                *(member_id, delivery.delivery_id, lease),
+            )
+        )
+    values += [
+        (group.id, row.position, key, row.occur_time, _BLOCKED, 0, _EPOCH, None, None, None)
+        for row, key in waiting
+    ]
+    _NEW_ENTRIES.execute(connection, values)
     connection.execute(
         update(groups).where(groups.c.id == group.id).values(scanned_position=scanned)
     )
-    return full
+    # Every row read was taken or waits, and there may be more: another round at once.
+    return len(rows) == limit and scanned == rows[-1].position and any(left.values())
 
 
 def eligible(group: GroupRecord, now: datetime, limit: int) -> Any:
@@ -775,14 +824,17 @@ def eligible(group: GroupRecord, now: datetime, limit: int) -> Any:
     )
 
 
-def _hand_out(
+def _redeliver(
     connection: Connection,
     group: GroupRecord,
     now: datetime,
-    rooms: Mapping[str, int],
-    wanted: int,
+    left: dict[str, int],
     new_id: Any,
 ) -> list[tuple[str, Delivery]]:
+    """Deliver entries due again (nacked, timed out, given back, redriven, promoted)."""
+    wanted = sum(left.values())
+    if wanted <= 0:
+        return []
     picked = eligible(group, now, wanted).subquery()
     rows = connection.execute(
         select(picked.c.position, picked.c.attempt, system_events.c.encoded)
@@ -791,11 +843,11 @@ def _hand_out(
     ).all()
     if not rows:
         return []
-    dealt = assign(rows, rooms)
     lease = now + group.settings.ack_timeout
     out: list[tuple[str, Delivery]] = []
     changes: list[tuple[Any, ...]] = []
-    for member_id, row in dealt:
+    for member_id, row in assign(rows, left):
+        left[member_id] -= 1
         delivery = Delivery(new_id(), row.attempt + 1, row.position, row.encoded)
         out.append((member_id, delivery))
         changes.append(
