@@ -607,8 +607,7 @@ def dispatch(
     if group is None:
         return Round(exists=False)
     out = Round()
-    for member_id, member_ops in ops.items():
-        out.settled[member_id] = _settle(connection, group, member_id, member_ops, now)
+    out.settled = _settle(connection, group, ops, now)
     e = entries.c
     if expire:
         _give_back(
@@ -629,14 +628,18 @@ def dispatch(
 
 
 def _settle(
-    connection: Connection, group: GroupRecord, member_id: str, ops: MemberOps, now: datetime
-) -> tuple[list[str], list[str]]:
+    connection: Connection, group: GroupRecord, ops: Mapping[str, MemberOps], now: datetime
+) -> dict[str, tuple[list[str], list[str]]]:
+    """Every member's acks, nacks, rejects and extends, in one read and one write of each kind.
+
+    Per member: the delivery ids it settled (durable once this commits) and those it sent too
+    late (the delivery was given back meanwhile).
+    """
     e = entries.c
-    named = [*ops.acks, *(i for i, _ in ops.nacks), *(i for i, _ in ops.rejects), *ops.extends]
-    if not named:
-        return [], []
+    positions = sorted({p for member_ops in ops.values() for p in member_ops.positions.values()})
+    if not positions:
+        return {member_id: ([], []) for member_id in ops}
     # Still this delivery's: not delivered again meanwhile (a redelivery has a new id).
-    positions = sorted({ops.positions[i] for i in named})
     current = {
         row.delivery_id: row
         for row in connection.execute(
@@ -644,56 +647,68 @@ def _settle(
         )
         if row.state in _ACTIVE
     }
-    settled: dict[str, None] = {}
-    ack_positions = []
-    for delivery_id in ops.acks:
-        if delivery_id in current and delivery_id not in settled:
-            ack_positions.append(current[delivery_id].position)
+    out: dict[str, tuple[list[str], list[str]]] = {}
+    ack_positions: list[int] = []
+    changes: list[dict[str, Any]] = []
+    extended: dict[str, list[int]] = {}
+    for member_id, member_ops in ops.items():
+        settled: dict[str, None] = {}
+        for delivery_id in member_ops.acks:
+            if delivery_id in current and delivery_id not in settled:
+                ack_positions.append(current[delivery_id].position)
+                settled[delivery_id] = None
+        for delivery_id, delay in member_ops.nacks:
+            row = current.get(delivery_id)
+            if row is None or delivery_id in settled:
+                continue
+            if exhausted(row.attempt, group.settings.max_attempts):
+                changes.append(_dead(row.position, REASON_MAX_ATTEMPTS, now))
+            else:
+                ack_timeout = group.settings.ack_timeout
+                wait = delay if delay is not None else backoff(row.attempt, ack_timeout)
+                changes.append(_pending(row.position, now + wait))
             settled[delivery_id] = None
+        for delivery_id, reason in member_ops.rejects:
+            row = current.get(delivery_id)
+            if row is None or delivery_id in settled:
+                continue
+            changes.append(_dead(row.position, reason, now))
+            settled[delivery_id] = None
+        still = [
+            current[i].position for i in member_ops.extends if i in current and i not in settled
+        ]
+        if still:
+            extended[member_id] = still
+        answered = [
+            *member_ops.acks,
+            *(i for i, _ in member_ops.nacks),
+            *(i for i, _ in member_ops.rejects),
+        ]
+        out[member_id] = (list(settled), [i for i in dict.fromkeys(answered) if i not in settled])
     if ack_positions:
         connection.execute(
             delete(entries).where(
                 e.group_id == group.id, _among(connection, e.position, ack_positions)
             )
         )
-    changes: list[dict[str, Any]] = []
-    for delivery_id, delay in ops.nacks:
-        row = current.get(delivery_id)
-        if row is None or delivery_id in settled:
-            continue
-        if exhausted(row.attempt, group.settings.max_attempts):
-            changes.append(_dead(row.position, REASON_MAX_ATTEMPTS, now))
-        else:
-            wait = delay if delay is not None else backoff(row.attempt, group.settings.ack_timeout)
-            changes.append(_pending(row.position, now + wait))
-        settled[delivery_id] = None
-    for delivery_id, reason in ops.rejects:
-        row = current.get(delivery_id)
-        if row is None or delivery_id in settled:
-            continue
-        changes.append(_dead(row.position, reason, now))
-        settled[delivery_id] = None
     if changes:
         _change(connection, group, changes)
         notify(connection, group.id)
     done = {c["p"] for c in changes if c["s"] == _DEAD} | set(ack_positions)
     if done:
         _promote(connection, group, (r.key for r in current.values() if r.position in done), now)
-    extended = [current[i].position for i in ops.extends if i in current and i not in settled]
-    if extended:
+    for member_id, still in extended.items():
         connection.execute(
             update(entries)
             .where(
                 e.group_id == group.id,
-                _among(connection, e.position, extended),
+                _among(connection, e.position, still),
                 e.state == _IN_FLIGHT,
                 e.member_id == member_id,
             )
             .values(lease_until=now + group.settings.ack_timeout)
         )
-    answered = [*ops.acks, *(i for i, _ in ops.nacks), *(i for i, _ in ops.rejects)]
-    ignored = [i for i in dict.fromkeys(answered) if i not in settled]
-    return list(settled), ignored
+    return out
 
 
 def at_positions(postgres: bool, group_id: str, positions: Sequence[int]) -> Any:
