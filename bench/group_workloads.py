@@ -243,6 +243,19 @@ async def _next_delivery(responses: AsyncIterator[service.ConsumeResponse]) -> A
     raise WorkloadError("the Consume stream ended")
 
 
+async def _durable_consumer(js: Any, stream: str, max_ack_pending: int) -> str:
+    """A new durable pull consumer with explicit acks, as Journey's group: its name."""
+    durable = f"bench_{uuid.uuid4().hex[:12]}"
+    config = ConsumerConfig(
+        durable_name=durable,
+        ack_policy=AckPolicy.EXPLICIT,
+        ack_wait=ACK_TIMEOUT_SECONDS,
+        max_ack_pending=max_ack_pending,
+    )
+    await js.add_consumer(stream, config)
+    return durable
+
+
 async def nats_group_consume(target: str, expected: int, members: int) -> Result:
     """A durable pull consumer, explicit acks, `members` pull subscribers; every message acked."""
     try:
@@ -251,14 +264,7 @@ async def nats_group_consume(target: str, expected: int, members: int) -> Result
             js = nc.jetstream()
             async with fresh_stream(js) as (stream, subject):
                 await seed_stream(js, subject, system_event(), expected)
-                durable = f"bench_{uuid.uuid4().hex[:12]}"
-                config = ConsumerConfig(
-                    durable_name=durable,
-                    ack_policy=AckPolicy.EXPLICIT,
-                    ack_wait=ACK_TIMEOUT_SECONDS,
-                    max_ack_pending=members * MAX_IN_FLIGHT,
-                )
-                await js.add_consumer(stream, config)
+                durable = await _durable_consumer(js, stream, members * MAX_IN_FLIGHT)
                 seen: set[int] = set()
                 all_seen = asyncio.Event()
                 start = time.perf_counter()
@@ -314,14 +320,7 @@ async def nats_group_redelivery(target: str, rounds: int) -> Result:
             js = nc.jetstream()
             async with fresh_stream(js) as (stream, subject):
                 await seed_stream(js, subject, system_event(), rounds)
-                durable = f"bench_{uuid.uuid4().hex[:12]}"
-                config = ConsumerConfig(
-                    durable_name=durable,
-                    ack_policy=AckPolicy.EXPLICIT,
-                    ack_wait=ACK_TIMEOUT_SECONDS,
-                    max_ack_pending=1,
-                )
-                await js.add_consumer(stream, config)
+                durable = await _durable_consumer(js, stream, 1)
                 sub = await js.pull_subscribe_bind(durable, stream)
                 for _ in range(rounds):
                     (first,) = await sub.fetch(1, timeout=5)

@@ -100,33 +100,23 @@ _NEW_ENTRIES = Bulk(
         "lease_until",
     ),
 )
-_e = entries.c
-_HANDED_OUT = Bulk(
-    update(entries)
-    .where(_e.group_id == bindparam("g"), _e.position == bindparam("p"))
-    .values(
-        state=bindparam("state"),
-        attempt=bindparam("attempt"),
-        member_id=bindparam("member_id"),
-        delivery_id=bindparam("delivery_id"),
-        lease_until=bindparam("lease_until"),
-    ),
-    ("g", "p", "state", "attempt", "member_id", "delivery_id", "lease_until"),
+
+
+def _entry_update(*columns: str) -> Bulk:
+    """An update of these columns of one entry (bound as `g`, `p`, then the columns), in bulk."""
+    e = entries.c
+    statement = (
+        update(entries)
+        .where(e.group_id == bindparam("g"), e.position == bindparam("p"))
+        .values({column: bindparam(column) for column in columns})
+    )
+    return Bulk(statement, ("g", "p", *columns))
+
+
+_HANDED_OUT = _entry_update("state", "attempt", "member_id", "delivery_id", "lease_until")
+_SETTLED = _entry_update(
+    "state", "visible_at", "member_id", "lease_until", "reason", "dead_letter_time"
 )
-_SETTLED = Bulk(
-    update(entries)
-    .where(_e.group_id == bindparam("g"), _e.position == bindparam("p"))
-    .values(
-        state=bindparam("state"),
-        visible_at=bindparam("visible_at"),
-        member_id=bindparam("member_id"),
-        lease_until=bindparam("lease_until"),
-        reason=bindparam("reason"),
-        dead_letter_time=bindparam("dead_letter_time"),
-    ),
-    ("g", "p", "state", "visible_at", "member_id", "lease_until", "reason", "dead_letter_time"),
-)
-del _e
 
 
 @dataclass(frozen=True)
