@@ -43,9 +43,10 @@ def main() -> None:
         with engine.begin() as connection:
             groups.create(connection, "group", "g", settings, BEGINNING, now)
         held: dict[str, dict[str, int]] = {f"m{i}": {} for i in range(MEMBERS)}
-        done = rounds = 0
+        acked: list[int] = []
+        rounds = 0
         start = time.perf_counter()
-        while done < count:
+        while len(acked) < count:
             ops = {
                 member: groups.MemberOps(acks=tuple(ids), positions=dict(ids))
                 for member, ids in held.items()
@@ -55,13 +56,16 @@ def main() -> None:
                 result = groups.dispatch(
                     connection, "group", now, ops, dict.fromkeys(held, ROOM), _new_id, expire=False
                 )
+            for member, (settled, _) in result.settled.items():
+                acked += [held[member][delivery_id] for delivery_id in settled]
             held = {member: {} for member in held}
-            done += sum(len(settled) for settled, _ in result.settled.values())
             for member, delivery in result.deliveries:
                 held[member][delivery.delivery_id] = delivery.position
             rounds += 1
         elapsed = time.perf_counter() - start
         engine.dispose()
+    if sorted(acked) != list(range(1, count + 1)):
+        raise SystemExit(f"{len(acked)} acks settled, {len(set(acked))} events: lost or repeated")
     print(
         f"{ordering.name}, {synchronous}: {count / elapsed:,.0f} events/s, {rounds} rounds, "
         f"{elapsed / rounds * 1000:.2f} ms per round"

@@ -645,3 +645,15 @@ def test_the_interleaved_comparison_takes_medians_of_rounds_and_of_their_ratios(
         ]
         is False
     )
+
+
+def test_group_rounds_settles_every_event_once(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The harness fails (SystemExit) unless each event's ack was settled exactly once.
+    from bench import group_rounds
+
+    monkeypatch.setattr("sys.argv", ["group_rounds", "1000", "session"])
+    group_rounds.main()
+    out = capsys.readouterr().out
+    assert re.fullmatch(r"SESSION, FULL: [\d,]+ events/s, \d+ rounds, [\d.]+ ms per round\n", out)
