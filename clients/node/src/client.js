@@ -8,6 +8,11 @@ import { Consumer, DEFAULT_MAX_IN_FLIGHT } from "./consumer.js";
 import { DEFAULT_MAX_BATCH_SIZE, Subscription } from "./subscription.js";
 
 export const DEFAULT_SERVER = "127.0.0.1:50051";
+// With several addresses: rounds of a retried call that ends UNAVAILABLE, the pause before the
+// second (doubling), and the time a round needs before the deadline to be worth starting.
+const RETRY_ROUNDS = 4;
+const RETRY_PAUSE_MS = 100;
+const MIN_RETRY_WINDOW_MS = 250;
 
 const ORDERINGS = { none: "CONSUMER_GROUP_ORDERING_NONE", session: "CONSUMER_GROUP_ORDERING_SESSION", profile: "CONSUMER_GROUP_ORDERING_PROFILE" };
 
@@ -77,21 +82,33 @@ export class JourneyClient {
     return channel;
   }
 
-  // Within a channel grpc's retry policy moves a retried call to another address. With a channel
-  // per address, UNAVAILABLE from one sends a retried call on to the next channel.
+  // Within a channel grpc's retry policy moves a retried call to another address. But
+  // round_robin's turn is shared by every call in flight, so all of one call's attempts can
+  // land on the same replica (one that is shutting down answers UNAVAILABLE until its port
+  // closes). So with several addresses a retried call that still ends UNAVAILABLE is tried
+  // again, with backoff, for a few rounds within its deadline, as the Python client does; with
+  // a channel per address each round also goes to the next channel.
   async unary(service, method, request, { retried = true } = {}) {
-    const deadline = new Date(Date.now() + this.timeoutMs);
-    const attempts = retried ? this.channels.length : 1;
-    for (let attempt = 1; ; attempt += 1) {
+    const deadline = Date.now() + this.timeoutMs;
+    const rounds = retried && this.servers.length > 1 ? Math.max(RETRY_ROUNDS, this.channels.length) : 1;
+    let pause = RETRY_PAUSE_MS;
+    let unavailable = null;
+    for (let round = 1; ; round += 1) {
       try {
         return await new Promise((resolve, reject) => {
-          this.pick()[service][method](request, this.metadata, { deadline }, (error, response) =>
+          this.pick()[service][method](request, this.metadata, { deadline: new Date(deadline) }, (error, response) =>
             error ? reject(error) : resolve(response),
           );
         });
       } catch (error) {
-        if (error.code !== grpc.status.UNAVAILABLE || attempt >= attempts) throw error;
+        // The deadline ran out in a retry: what stopped the call is that no replica answered.
+        if (error.code === grpc.status.DEADLINE_EXCEEDED && unavailable) throw unavailable;
+        const room = Date.now() + pause + MIN_RETRY_WINDOW_MS < deadline;
+        if (error.code !== grpc.status.UNAVAILABLE || round >= rounds || !room) throw error;
+        unavailable = error;
       }
+      await new Promise((resolve) => setTimeout(resolve, pause));
+      pause *= 2;
     }
   }
 
