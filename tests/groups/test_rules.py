@@ -79,3 +79,13 @@ def test_a_member_asks_only_about_what_it_holds_and_its_room_counts_what_settles
     # a and b settle in this round, so two slots can be used in it (after the Settled).
     assert room == 2
     assert not member.has_requests
+
+
+def test_an_id_settled_between_its_ask_and_the_next_round_has_no_position() -> None:
+    member = Member("m", "g", max_in_flight=2)
+    member.outstanding.update({"a": 1, "b": 2})
+    member.ask(Ack(("a",)))
+    member.ask(Ack(("a", "b")))  # "a" again, before the round that settles it has ended
+    del member.outstanding["a"]  # that round settled "a"
+    ops, _ = member.take()
+    assert ops.positions == {"b": 2}

@@ -85,8 +85,10 @@ class Member:
         settling = {*acks, *(i for i, _ in nacks), *(i for i, _ in rejects)}
         # A settled delivery's slot is reused only after its Settled is queued (same round).
         room = self.max_in_flight - len(self.outstanding.keys() - settling)
+        # An id asked about twice may have been settled by a round in between: it has no
+        # position any more, and the round names it as ignored.
         named = (*settling, *extends)
-        positions = {i: self.outstanding[i] for i in named}
+        positions = {i: self.outstanding[i] for i in named if i in self.outstanding}
         ops = MemberOps(tuple(acks), tuple(nacks), tuple(rejects), tuple(extends), positions)
         return ops, room
 
