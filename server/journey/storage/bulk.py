@@ -6,13 +6,13 @@ import weakref
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
-from sqlalchemy import Connection, Dialect, Insert, LargeBinary, Update
+from sqlalchemy import Connection, Delete, Dialect, Insert, LargeBinary, Update
 
 _Convert = Callable[[Sequence[Any]], tuple[Any, ...]]
 
 
 class Bulk:
-    """An INSERT or UPDATE run with many rows, each a tuple of values in the order of `names`.
+    """An INSERT, UPDATE or DELETE run with many rows, each a tuple of values in `names`' order.
 
     `Connection.execute` with a list of dicts builds each row's parameters through the compiled
     statement (a dict per row, the bind processors, the positional tuple): in a group commit of
@@ -22,12 +22,18 @@ class Bulk:
     own bind processor for that dialect (so `UtcMicros` converts datetimes as everywhere else,
     but bytes are passed as they are: see _compile); only the per-row machinery around them is
     skipped, and the rows go to the driver as they are (`Connection.exec_driver_sql`).
+
+    `raw`: names whose values are given as the driver takes them (a `UtcMicros` column's
+    integer microseconds, read raw from another row), so their processors are skipped too.
     """
 
-    def __init__(self, statement: Insert | Update, names: Sequence[str]) -> None:
+    def __init__(
+        self, statement: Insert | Update | Delete, names: Sequence[str], raw: Sequence[str] = ()
+    ) -> None:
         self._statement = statement
         # The bind names a row's values are for; they are also the columns an INSERT sets.
         self._names = tuple(names)
+        self._raw = frozenset(raw)
         self._compiled: weakref.WeakKeyDictionary[Dialect, tuple[str, _Convert]] = (
             weakref.WeakKeyDictionary()
         )
@@ -55,6 +61,8 @@ class Bulk:
         processors: list[tuple[int, Callable[[Any], Any]]] = []
         for index, name in enumerate(compiled.positiontup):
             bind_type = binds[name].type
+            if name in self._raw:
+                continue
             if isinstance(bind_type, LargeBinary):
                 # Our binary values are bytes, which pysqlite and asyncpg both take as they
                 # are; the processor only wraps each in the DB-API's Binary (on pysqlite a

@@ -8,15 +8,16 @@ that no commit can pass meanwhile. Nothing here raises a JourneyError after writ
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
 from sqlalchemy import (
-    BigInteger,
     ColumnElement,
     Connection,
+    String,
     Table,
     and_,
     any_,
@@ -27,7 +28,6 @@ from sqlalchemy import (
     insert,
     select,
     text,
-    true,
     update,
 )
 from sqlalchemy.dialects.postgresql import ARRAY
@@ -54,11 +54,13 @@ from journey.domain.groups import (
 from journey.domain.model import SystemEventFilter, SystemEventType
 from journey.storage import statements
 from journey.storage.bulk import Bulk
+from journey.storage.group_statements import listed, log_page, round_statements
 from journey.storage.schema import (
     ConsumerGroupEntryRow,
     ConsumerGroupMemberRow,
     ConsumerGroupRow,
     UtcMicros,
+    to_micros,
 )
 
 groups = cast(Table, ConsumerGroupRow.__table__)
@@ -99,6 +101,8 @@ _NEW_ENTRIES = Bulk(
         "delivery_id",
         "lease_until",
     ),
+    # Given as stored: integer microseconds.
+    raw=("occur_time", "visible_at", "lease_until"),
 )
 
 
@@ -164,10 +168,13 @@ def _record(row: Any) -> GroupRecord:
 
 
 def _among(connection: Connection, column: Any, values: Iterable[Any]) -> ColumnElement[bool]:
-    """`column IN values`, as one statement whatever the count: `= ANY(array)` on PostgreSQL.
+    """`column IN values`, as one statement text whatever the count.
 
-    asyncpg prepares each statement text it has not seen, and an IN list of another length is
-    another text: rounds spent most of their time preparing and planning before this.
+    PostgreSQL: `= ANY(array)`. asyncpg prepares each statement text it has not seen, and an
+    IN list of another length is another text: rounds spent most of their time preparing and
+    planning before this. SQLite: `IN (SELECT value FROM json_each(list))`, one parameter
+    too (an IN list of hundreds was compiled again at each round, and ran slower), and still
+    a probe of the index per value.
     """
     return _among_on(connection.dialect.name == "postgresql", column, values)
 
@@ -178,7 +185,8 @@ def _among_on(postgres: bool, column: Any, values: Iterable[Any]) -> ColumnEleme
             ColumnElement[bool],
             column == any_(bindparam(None, list(values), type_=ARRAY(column.type))),
         )
-    return cast(ColumnElement[bool], column.in_(list(values)))
+    listed = func.json_each(bindparam(None, json.dumps(list(values)), type_=String))
+    return cast(ColumnElement[bool], column.in_(select(listed.table_valued("value").c.value)))
 
 
 def _head(connection: Connection) -> int:
@@ -416,6 +424,49 @@ def _promote(
             )
 
 
+def _hand_out_next(
+    connection: Connection,
+    group: GroupRecord,
+    keys: Iterable[str],
+    now: datetime,
+    left: dict[str, int],
+    new_id: Any,
+    out: list[tuple[str, Delivery]],
+) -> None:
+    """These keys' heads were acked or dead-lettered: hand their next entries to members with
+    room at once (one write each, not a promotion and then a delivery), the rest pending."""
+    postgres = connection.dialect.name == "postgresql"
+    sql = round_statements(postgres)
+    nexts: list[tuple[int, int, bytes]] = []
+    for chunk in _chunks(sorted(set(keys))):
+        nexts += [
+            (position, attempt, encoded)
+            for position, attempt, encoded in connection.execute(
+                sql.next_blocked, {"g": group.id, "keys": listed(postgres, chunk)}
+            )
+        ]
+    if not nexts:
+        return
+    nexts.sort()
+    lease = now + group.settings.ack_timeout
+    changes: list[tuple[Any, ...]] = []
+    handed: set[int] = set()
+    for member_id, (position, attempt, encoded) in assign(nexts, left):
+        left[member_id] -= 1
+        delivery = Delivery(new_id(), attempt + 1, position, encoded)
+        out.append((member_id, delivery))
+        changes.append(
+            (group.id, position, _IN_FLIGHT, attempt + 1, member_id, delivery.delivery_id, lease)
+        )
+        handed.add(position)
+    _HANDED_OUT.execute(connection, changes)
+    rest = [position for position, _, _ in nexts if position not in handed]
+    if rest:
+        connection.execute(
+            sql.pending_at, {"g": group.id, "positions": listed(postgres, rest), "now": now}
+        )
+
+
 def _chunks(values: Sequence[str], size: int = 1000) -> Iterable[Sequence[str]]:
     # Bound the parameters of one statement (SQLite allows 32766).
     for start in range(0, len(values), size):
@@ -591,13 +642,15 @@ def dispatch(
     `expire`: look for expired leases (the caller does so when one may be due, not at every
     round: rounds run at every commit and every ack, and each statement costs a round trip).
     """
-    if connection.dialect.name == "postgresql":
+    postgres = connection.dialect.name == "postgresql"
+    if postgres:
         connection.execute(_CUSTOM_PLANS)
-    group = by_id(connection, group_id)
-    if group is None:
+    row = connection.execute(round_statements(postgres).by_id, {"group_id": group_id}).first()
+    if row is None:
         return Round(exists=False)
+    group = _record(row)
     out = Round()
-    out.settled = _settle(connection, group, ops, now)
+    out.settled, done_keys = _settle(connection, group, ops, now)
     e = entries.c
     if expire:
         _give_back(
@@ -608,8 +661,11 @@ def dispatch(
             REASON_ACK_TIMEOUT,
         )
     left = {member_id: room for member_id, room in rooms.items() if room > 0}
-    # Entries due again first (their positions are before any new event), then new events.
+    # Entries due again first (their positions are before any new event), then the next
+    # events of the keys just settled, then new events.
     out.deliveries = _redeliver(connection, group, now, left, new_id)
+    if done_keys and group.settings.ordering != Ordering.NONE:
+        _hand_out_next(connection, group, done_keys, now, left, new_id, out.deliveries)
     out.more = _take_new(connection, group, now, left, new_id, out.deliveries)
     if any(left.values()) or expire:
         # Idle (or a periodic round): when is the next nack delay or lease due?
@@ -619,74 +675,80 @@ def dispatch(
 
 def _settle(
     connection: Connection, group: GroupRecord, ops: Mapping[str, MemberOps], now: datetime
-) -> dict[str, tuple[list[str], list[str]]]:
+) -> tuple[dict[str, tuple[list[str], list[str]]], list[str]]:
     """Every member's acks, nacks, rejects and extends, in one read and one write of each kind.
 
     Per member: the delivery ids it settled (durable once this commits) and those it sent too
-    late (the delivery was given back meanwhile).
+    late (the delivery was given back meanwhile). Then the keys whose heads were acknowledged
+    or dead-lettered: their next events may go (the caller hands them out).
     """
     e = entries.c
     positions = sorted({p for member_ops in ops.values() for p in member_ops.positions.values()})
     if not positions:
-        return {member_id: ([], []) for member_id in ops}
+        return {member_id: ([], []) for member_id in ops}, []
     # Still this delivery's: not delivered again meanwhile (a redelivery has a new id).
-    current = {
-        row.delivery_id: row
-        for row in connection.execute(
-            at_positions(connection.dialect.name == "postgresql", group.id, positions)
+    postgres = connection.dialect.name == "postgresql"
+    sql = round_statements(postgres)
+    current: dict[str, tuple[int, int, str]] = {
+        delivery_id: (position, attempt, key)
+        for delivery_id, position, attempt, key, entry_state in connection.execute(
+            sql.at_positions, {"g": group.id, "positions": listed(postgres, positions)}
         )
-        if row.state in _ACTIVE
+        if entry_state in _ACTIVE
     }
     out: dict[str, tuple[list[str], list[str]]] = {}
     ack_positions: list[int] = []
+    done_keys: list[str] = []
     changes: list[dict[str, Any]] = []
     extended: dict[str, list[int]] = {}
     for member_id, member_ops in ops.items():
         settled: dict[str, None] = {}
         for delivery_id in member_ops.acks:
-            if delivery_id in current and delivery_id not in settled:
-                ack_positions.append(current[delivery_id].position)
+            entry = current.get(delivery_id)
+            if entry is not None and delivery_id not in settled:
+                ack_positions.append(entry[0])
+                done_keys.append(entry[2])
                 settled[delivery_id] = None
         for delivery_id, delay in member_ops.nacks:
-            row = current.get(delivery_id)
-            if row is None or delivery_id in settled:
+            entry = current.get(delivery_id)
+            if entry is None or delivery_id in settled:
                 continue
-            if exhausted(row.attempt, group.settings.max_attempts):
-                changes.append(_dead(row.position, REASON_MAX_ATTEMPTS, now))
+            position, attempt, key = entry
+            if exhausted(attempt, group.settings.max_attempts):
+                changes.append(_dead(position, REASON_MAX_ATTEMPTS, now))
+                done_keys.append(key)
             else:
                 ack_timeout = group.settings.ack_timeout
-                wait = delay if delay is not None else backoff(row.attempt, ack_timeout)
-                changes.append(_pending(row.position, now + wait))
+                wait = delay if delay is not None else backoff(attempt, ack_timeout)
+                changes.append(_pending(position, now + wait))
             settled[delivery_id] = None
         for delivery_id, reason in member_ops.rejects:
-            row = current.get(delivery_id)
-            if row is None or delivery_id in settled:
+            entry = current.get(delivery_id)
+            if entry is None or delivery_id in settled:
                 continue
-            changes.append(_dead(row.position, reason, now))
+            changes.append(_dead(entry[0], reason, now))
+            done_keys.append(entry[2])
             settled[delivery_id] = None
-        still = [
-            current[i].position for i in member_ops.extends if i in current and i not in settled
-        ]
+        still = [current[i][0] for i in member_ops.extends if i in current and i not in settled]
         if still:
             extended[member_id] = still
-        answered = [
-            *member_ops.acks,
-            *(i for i, _ in member_ops.nacks),
-            *(i for i, _ in member_ops.rejects),
-        ]
-        out[member_id] = (list(settled), [i for i in dict.fromkeys(answered) if i not in settled])
+        if member_ops.nacks or member_ops.rejects:
+            answered = [
+                *member_ops.acks,
+                *(i for i, _ in member_ops.nacks),
+                *(i for i, _ in member_ops.rejects),
+            ]
+            late = [i for i in dict.fromkeys(answered) if i not in settled]
+        else:
+            late = [i for i in dict.fromkeys(member_ops.acks) if i not in settled]
+        out[member_id] = (list(settled), late)
     if ack_positions:
         connection.execute(
-            delete(entries).where(
-                e.group_id == group.id, _among(connection, e.position, ack_positions)
-            )
+            sql.delete_at, {"g": group.id, "positions": listed(postgres, ack_positions)}
         )
     if changes:
         _change(connection, group, changes)
         notify(connection, group.id)
-    done = {c["p"] for c in changes if c["s"] == _DEAD} | set(ack_positions)
-    if done:
-        _promote(connection, group, (r.key for r in current.values() if r.position in done), now)
     for member_id, still in extended.items():
         connection.execute(
             update(entries)
@@ -698,28 +760,17 @@ def _settle(
             )
             .values(lease_until=now + group.settings.ack_timeout)
         )
-    return out
+    return out, done_keys
 
 
 def at_positions(postgres: bool, group_id: str, positions: Sequence[int]) -> Any:
-    """A group's entries at these positions (primary-key probes): those a round's requests name."""
-    e = entries.c
-    columns = (e.delivery_id, e.position, e.attempt, e.key, e.state)
-    if not postgres:
-        return select(*columns).where(e.group_id == group_id, e.position.in_(list(positions)))
-    # One probe per position whatever the planner believes: on a table not analysed yet it
-    # took a group's rows for a few and read them all, filtering on the positions (as the
-    # idempotency lookup did, statements.stored_events). The LIMIT keeps the lateral
-    # subquery from being flattened into a join served the same way.
-    wanted = (
-        func.unnest(bindparam(None, list(positions), type_=ARRAY(BigInteger)))
-        .table_valued("position")
-        .render_derived()
+    """A group's entries at these positions (primary-key probes): those a round's requests name.
+
+    The statement a round runs, with these values bound (to EXPLAIN it).
+    """
+    return round_statements(postgres).at_positions.params(
+        g=group_id, positions=listed(postgres, positions)
     )
-    probe = (
-        select(*columns).where(e.group_id == group_id, e.position == wanted.c.position).limit(1)
-    ).lateral()
-    return select(*probe.c).select_from(wanted.join(probe, true()))
 
 
 def _pending(position: int, visible_at: datetime) -> dict[str, Any]:
@@ -748,85 +799,70 @@ def _take_new(
     room = sum(left.values())
     if room <= 0:
         return False
-    head = _head(connection)
+    postgres = connection.dialect.name == "postgresql"
+    sql = round_statements(postgres)
+    head = int(connection.scalar(sql.head) or 0)
     if head <= group.scanned_position:
         return False
     ordering = group.settings.ordering
     # With ordering, some events read may wait behind their keys: read ahead of the room.
     limit = room if ordering == Ordering.NONE else min(SCAN_PAGE, max(4 * room, 100))
-    c = system_events.c
-    query = statements.system_events_page(
-        group.settings.event_filter, group.scanned_position, limit, up_to=head
-    )
-    rows = connection.execute(
-        query.with_only_columns(c.position, c.session_id, c.profile_id, c.occur_time, c.encoded)
-    ).all()
-    keys = [ordering_key(ordering, row.session_id, row.profile_id) for row in rows]
-    headed: set[str] = set()
-    if ordering != Ordering.NONE:
-        e = entries.c
-        for chunk in _chunks(sorted(set(keys))):
-            headed.update(
-                connection.scalars(
-                    select(e.key)
-                    .where(
-                        e.group_id == group.id,
-                        _among(connection, e.key, chunk),
-                        e.state.in_(_UNSETTLED),
-                    )
-                    .distinct()
-                )
-            )
-    taken: list[Any] = []
-    waiting: list[tuple[Any, str]] = []
-    scanned = head if len(rows) < limit else rows[-1].position
-    for row, key in zip(rows, keys, strict=True):
-        if ordering != Ordering.NONE and key in headed:
-            waiting.append((row, key))
-            continue
-        if len(taken) == room:
-            # No slot for this one: it and what follows stay in the log.
-            scanned = row.position - 1
-            break
-        headed.add(key)
-        taken.append((row, key))
-    lease = now + group.settings.ack_timeout
+    # Rows as plain tuples, the time as stored: each is copied into an entry as it is.
+    page = {"after": group.scanned_position, "limit": limit, "up_to": head}
+    rows: Sequence[Any] = connection.execute(log_page(group.settings.event_filter), page).all()
+    scanned = head if len(rows) < limit else rows[-1][0]
+    taken: list[tuple[int, str, int, bytes]] = []
+    waiting: list[tuple[int, str, int]] = []
+    if ordering == Ordering.NONE:
+        # Read no further than the room: every row is taken.
+        taken = [(position, "", occur, encoded) for position, _, _, occur, encoded in rows]
+    else:
+        keyed = [
+            (position, ordering_key(ordering, session_id, profile_id), occur, encoded)
+            for position, session_id, profile_id, occur, encoded in rows
+        ]
+        headed: set[str] = set()
+        for chunk in _chunks(sorted({key for _, key, _, _ in keyed})):
+            params = {"g": group.id, "keys": listed(postgres, chunk)}
+            headed.update(connection.scalars(sql.headed, params))
+        for position, key, occur, encoded in keyed:
+            if key in headed:
+                waiting.append((position, key, occur))
+                continue
+            if len(taken) == room:
+                # No slot for this one: it and what follows stay in the log.
+                scanned = position - 1
+                break
+            headed.add(key)
+            taken.append((position, key, occur, encoded))
+    lease = to_micros(now + group.settings.ack_timeout)
     values: list[tuple[Any, ...]] = []
-    for member_id, (row, key) in assign(taken, left):
+    group_id = group.id
+    for member_id, (position, key, occur, encoded) in assign(taken, left):
         left[member_id] -= 1
-        delivery = Delivery(new_id(), 1, row.position, row.encoded)
-        out.append((member_id, delivery))
+        delivery_id = new_id()
+        out.append((member_id, Delivery(delivery_id, 1, position, encoded)))
         values.append(
-            (
-                *(group.id, row.position, key, row.occur_time, _IN_FLIGHT, 1, _EPOCH),
-                *(member_id, delivery.delivery_id, lease),
-            )
+            (group_id, position, key, occur, _IN_FLIGHT, 1, 0, member_id, delivery_id, lease)
         )
     values += [
-        (group.id, row.position, key, row.occur_time, _BLOCKED, 0, _EPOCH, None, None, None)
-        for row, key in waiting
+        (group_id, position, key, occur, _BLOCKED, 0, 0, None, None, None)
+        for position, key, occur in waiting
     ]
     _NEW_ENTRIES.execute(connection, values)
-    connection.execute(
-        update(groups).where(groups.c.id == group.id).values(scanned_position=scanned)
-    )
+    connection.execute(sql.set_scanned, {"g": group.id, "scanned": scanned})
     # Every row read was taken or waits, and there may be more: another round at once.
-    return len(rows) == limit and scanned == rows[-1].position and any(left.values())
+    return len(rows) == limit and scanned == rows[-1][0] and any(left.values())
 
 
 def eligible(group: GroupRecord, now: datetime, limit: int) -> Any:
-    """The dispatch query: pending entries due now, in position order.
+    """The dispatch query: pending entries due now, in position order, with their events.
 
     With per-key ordering only a key's first unsettled entry is ever pending (the rest are
-    BLOCKED), so no per-key condition is needed here.
+    BLOCKED), so no per-key condition is needed here. The statement a round runs, with these
+    values bound (to EXPLAIN it).
     """
-    e = entries.c
-    return (
-        select(e.position, e.attempt)
-        .where(e.group_id == group.id, e.state == _PENDING, e.visible_at <= now)
-        .order_by(e.position)
-        .limit(limit)
-    )
+    return round_statements(False).due.params(g=group.id, now=now, limit=limit)
 
 
 def _redeliver(
@@ -840,12 +876,8 @@ def _redeliver(
     wanted = sum(left.values())
     if wanted <= 0:
         return []
-    picked = eligible(group, now, wanted).subquery()
-    rows = connection.execute(
-        select(picked.c.position, picked.c.attempt, system_events.c.encoded)
-        .join(system_events, system_events.c.position == picked.c.position)
-        .order_by(picked.c.position)
-    ).all()
+    sql = round_statements(connection.dialect.name == "postgresql")
+    rows = connection.execute(sql.due, {"g": group.id, "now": now, "limit": wanted}).all()
     if not rows:
         return []
     lease = now + group.settings.ack_timeout
@@ -871,15 +903,9 @@ def _redeliver(
 
 
 def _next_due(connection: Connection, group: GroupRecord, now: datetime) -> datetime | None:
-    e = entries.c
-    waiting = connection.scalar(
-        select(func.min(e.visible_at)).where(
-            e.group_id == group.id, e.state == _PENDING, e.visible_at > now
-        )
-    )
-    lease = connection.scalar(
-        select(func.min(e.lease_until)).where(e.group_id == group.id, e.state == _IN_FLIGHT)
-    )
+    sql = round_statements(connection.dialect.name == "postgresql")
+    waiting = connection.scalar(sql.next_visible, {"g": group.id, "now": now})
+    lease = connection.scalar(sql.next_lease, {"g": group.id})
     due = [_as_time(t) for t in (waiting, lease) if t is not None]
     return min(due, default=None)
 

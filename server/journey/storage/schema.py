@@ -14,6 +14,11 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICROSECOND = timedelta(microseconds=1)
 
 
+def to_micros(value: datetime) -> int:
+    """An aware datetime as stored: integer microseconds since the epoch."""
+    return (value - _EPOCH) // _MICROSECOND
+
+
 class UtcMicros(TypeDecorator[datetime]):
     """A UTC datetime stored as integer microseconds since the epoch.
 
@@ -28,7 +33,7 @@ class UtcMicros(TypeDecorator[datetime]):
         """Convert an aware datetime to microseconds."""
         if value is None:
             return None
-        return (value - _EPOCH) // _MICROSECOND
+        return to_micros(value)
 
     def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
         """Convert microseconds back to an aware UTC datetime."""

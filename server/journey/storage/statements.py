@@ -137,9 +137,9 @@ _EVENT_COLUMNS = tuple(c for c in system_events.c if c.name != "encoded")
 
 def system_events_page(
     event_filter: SystemEventFilter,
-    after: int,
-    limit: int,
-    up_to: int | None = None,
+    after: int | ColumnElement[int],
+    limit: int | ColumnElement[int],
+    up_to: int | ColumnElement[int] | None = None,
     start_time: datetime | None = None,
     end_time: datetime | None = None,
     *,
@@ -148,6 +148,7 @@ def system_events_page(
     """A page of the log in position order, every filter pushed into SQL.
 
     `encoded`: only each event's position and encoded form, for a subscription's replay.
+    `after`, `limit` and `up_to` may be bind parameters (a statement built once, reused).
     """
     c = system_events.c
     columns = (c.position, c.encoded) if encoded else _EVENT_COLUMNS

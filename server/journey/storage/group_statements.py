@@ -1,0 +1,171 @@
+"""Consumer groups' round statements, built once with bind parameters and reused by every round.
+
+A round runs a dozen statements, at every ack and every commit. Built anew each time, each cost
+SQLAlchemy a construction and a cache key (a millisecond a round together, more than the SQL of
+a small round); a statement object reused keeps its cache key, and its compiled form is found at
+once. The lists they take are one parameter each (`among`), so their text never changes either.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any, cast
+
+from sqlalchemy import (
+    BigInteger,
+    ColumnElement,
+    Delete,
+    Select,
+    String,
+    Table,
+    Update,
+    any_,
+    bindparam,
+    func,
+    select,
+    true,
+    type_coerce,
+)
+from sqlalchemy.dialects.postgresql import ARRAY
+
+from journey.domain.groups import EntryState
+from journey.domain.model import SystemEventFilter
+from journey.storage import statements
+from journey.storage.schema import ConsumerGroupEntryRow, ConsumerGroupRow
+
+groups = cast(Table, ConsumerGroupRow.__table__)
+entries = cast(Table, ConsumerGroupEntryRow.__table__)
+system_events = statements.system_events
+
+PENDING, IN_FLIGHT, DEAD, BLOCKED = (int(s) for s in EntryState)
+UNSETTLED = (PENDING, IN_FLIGHT, BLOCKED)
+
+
+def among(postgres: bool, column: Any, name: str) -> ColumnElement[bool]:
+    """`column IN` the list bound as `name` (see `listed`): one statement text whatever its length.
+
+    PostgreSQL: `= ANY(array)`; asyncpg prepares each statement text it has not seen, and an
+    IN list of another length is another text. SQLite: `IN (SELECT value FROM json_each(list))`:
+    an IN list of hundreds was compiled again at each round, and ran slower; this is still a
+    probe of the index per value.
+    """
+    if postgres:
+        return cast(ColumnElement[bool], column == any_(bindparam(name, type_=ARRAY(column.type))))
+    values = func.json_each(bindparam(name, type_=String)).table_valued("value")
+    return cast(ColumnElement[bool], column.in_(select(values.c.value)))
+
+
+def listed(postgres: bool, values: Iterable[Any]) -> Any:
+    """What to bind for an `among` parameter."""
+    return list(values) if postgres else json.dumps(list(values))
+
+
+def raw(column: Any) -> Any:
+    """A UtcMicros column read as stored (integer microseconds), to be written back as is."""
+    return type_coerce(column, BigInteger)
+
+
+@dataclass(frozen=True)
+class RoundStatements:
+    """One dialect's statements; parameter names in each one's comment."""
+
+    # group_id
+    by_id: Select[Any]
+    # (none): the last position committed
+    head: Select[Any]
+    # g, positions: (delivery_id, position, attempt, key, state) of these entries
+    at_positions: Select[Any]
+    # g, positions
+    delete_at: Delete
+    # g, positions, now: these entries become pending, due now
+    pending_at: Update
+    # g, keys: (position, attempt, encoded) of each key's first blocked entry (unordered)
+    next_blocked: Select[Any]
+    # g, now, limit: (position, attempt, encoded) of pending entries due, in position order
+    due: Select[Any]
+    # g, keys: which of these keys have an unsettled entry
+    headed: Select[Any]
+    # g, scanned
+    set_scanned: Update
+    # g, now: the first pending entry's time after now
+    next_visible: Select[Any]
+    # g: the first lease to run out
+    next_lease: Select[Any]
+
+
+@lru_cache(maxsize=2)
+def round_statements(postgres: bool) -> RoundStatements:
+    """The statements for PostgreSQL (True) or SQLite (False)."""
+    e = entries.c
+    g = bindparam("g", type_=String)
+    now = bindparam("now", type_=e.visible_at.type)
+    if postgres:
+        # One probe per position whatever the planner believes: on a table not analysed yet it
+        # took a group's rows for a few and read them all, filtering on the positions (as the
+        # idempotency lookup did, statements.stored_events). The LIMIT keeps the lateral
+        # subquery from being flattened into a join served the same way.
+        wanted = (
+            func.unnest(bindparam("positions", type_=ARRAY(BigInteger)))
+            .table_valued("position")
+            .render_derived()
+        )
+        probe = (
+            select(e.delivery_id, e.position, e.attempt, e.key, e.state)
+            .where(e.group_id == g, e.position == wanted.c.position)
+            .limit(1)
+        ).lateral()
+        at_positions = select(*probe.c).select_from(wanted.join(probe, true()))
+    else:
+        at_positions = select(e.delivery_id, e.position, e.attempt, e.key, e.state).where(
+            e.group_id == g, among(False, e.position, "positions")
+        )
+    heads = (
+        select(func.min(e.position))
+        .where(e.group_id == g, e.state == BLOCKED, among(postgres, e.key, "keys"))
+        .group_by(e.key)
+    )
+    return RoundStatements(
+        by_id=select(groups).where(groups.c.id == bindparam("group_id", type_=String)),
+        head=statements.head(),
+        at_positions=at_positions,
+        delete_at=entries.delete().where(e.group_id == g, among(postgres, e.position, "positions")),
+        pending_at=entries.update()
+        .where(e.group_id == g, among(postgres, e.position, "positions"))
+        .values(state=PENDING, visible_at=now),
+        next_blocked=select(e.position, e.attempt, system_events.c.encoded)
+        .join(system_events, system_events.c.position == e.position)
+        .where(e.group_id == g, e.position.in_(heads.scalar_subquery())),
+        due=select(e.position, e.attempt, system_events.c.encoded)
+        .join(system_events, system_events.c.position == e.position)
+        .where(e.group_id == g, e.state == PENDING, e.visible_at <= now)
+        .order_by(e.position)
+        .limit(bindparam("limit", type_=BigInteger)),
+        headed=select(e.key)
+        .where(e.group_id == g, among(postgres, e.key, "keys"), e.state.in_(UNSETTLED))
+        .distinct(),
+        set_scanned=groups.update()
+        .where(groups.c.id == g)
+        .values(scanned_position=bindparam("scanned", type_=BigInteger)),
+        next_visible=select(func.min(e.visible_at)).where(
+            e.group_id == g, e.state == PENDING, e.visible_at > now
+        ),
+        next_lease=select(func.min(e.lease_until)).where(e.group_id == g, e.state == IN_FLIGHT),
+    )
+
+
+@lru_cache(maxsize=256)
+def log_page(event_filter: SystemEventFilter) -> Select[Any]:
+    """A group's next events (after, up_to, limit), as entries copy them: the time as stored."""
+    c = system_events.c
+    page = statements.system_events_page(
+        event_filter,
+        bindparam("after", type_=BigInteger),
+        bindparam("limit", type_=BigInteger),
+        up_to=bindparam("up_to", type_=BigInteger),
+    )
+    return page.with_only_columns(
+        c.position, c.session_id, c.profile_id, raw(c.occur_time), c.encoded
+    )
