@@ -10,10 +10,16 @@ from journey_client import pb
 GOOD = [f"{i:036d}" for i in range(300)]
 
 
-@pytest.mark.parametrize("kind", ["ack", "extend"])
-def test_many_valid_ids_pass(kind: str) -> None:
-    request = pb.ConsumeRequest(**{kind: {"delivery_ids": GOOD}})
-    assert validation.consume(request) == []
+@pytest.mark.parametrize(
+    "request_",
+    [
+        pb.ConsumeRequest(ack=pb.Ack(delivery_ids=GOOD)),
+        pb.ConsumeRequest(extend=pb.Extend(delivery_ids=GOOD)),
+        pb.ConsumeRequest(reject=pb.Reject(delivery_ids=GOOD, reason="poison")),
+    ],
+)
+def test_many_valid_ids_pass(request_: pb.ConsumeRequest) -> None:
+    assert validation.consume(request_) == []
 
 
 @pytest.mark.parametrize(

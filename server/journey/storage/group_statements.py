@@ -25,6 +25,7 @@ from sqlalchemy import (
     any_,
     bindparam,
     func,
+    or_,
     select,
     true,
     type_coerce,
@@ -143,8 +144,14 @@ def round_statements(postgres: bool) -> RoundStatements:
         .where(e.group_id == g, e.state == PENDING, e.visible_at <= now)
         .order_by(e.position)
         .limit(bindparam("limit", type_=BigInteger)),
+        # The states spelled out: `state IN (list)` is an expanding parameter, compiled at
+        # each run; SQLite turns these ORs on one column into an IN that the index serves.
         headed=select(e.key)
-        .where(e.group_id == g, among(postgres, e.key, "keys"), e.state.in_(UNSETTLED))
+        .where(
+            e.group_id == g,
+            among(postgres, e.key, "keys"),
+            or_(*(e.state == state for state in UNSETTLED)),
+        )
         .distinct(),
         set_scanned=groups.update()
         .where(groups.c.id == g)

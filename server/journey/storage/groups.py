@@ -106,18 +106,24 @@ _NEW_ENTRIES = Bulk(
 )
 
 
-def _entry_update(*columns: str) -> Bulk:
-    """An update of these columns of one entry (bound as `g`, `p`, then the columns), in bulk."""
+def _entry_update(*columns: str, raw: tuple[str, ...] = ()) -> Bulk:
+    """An update of these columns of one entry (bound as `g`, `p`, then the columns), in bulk.
+
+    `raw`: columns given as stored (see Bulk).
+    """
     e = entries.c
     statement = (
         update(entries)
         .where(e.group_id == bindparam("g"), e.position == bindparam("p"))
         .values({column: bindparam(column) for column in columns})
     )
-    return Bulk(statement, ("g", "p", *columns))
+    return Bulk(statement, ("g", "p", *columns), raw=raw)
 
 
-_HANDED_OUT = _entry_update("state", "attempt", "member_id", "delivery_id", "lease_until")
+# The lease given as stored (integer microseconds): converted once a round, not once a row.
+_HANDED_OUT = _entry_update(
+    "state", "attempt", "member_id", "delivery_id", "lease_until", raw=("lease_until",)
+)
 _SETTLED = _entry_update(
     "state", "visible_at", "member_id", "lease_until", "reason", "dead_letter_time"
 )
@@ -448,7 +454,7 @@ def _hand_out_next(
     if not nexts:
         return
     nexts.sort()
-    lease = now + group.settings.ack_timeout
+    lease = to_micros(now + group.settings.ack_timeout)
     changes: list[tuple[Any, ...]] = []
     handed: set[int] = set()
     for member_id, (position, attempt, encoded) in assign(nexts, left):
@@ -880,7 +886,7 @@ def _redeliver(
     rows = connection.execute(sql.due, {"g": group.id, "now": now, "limit": wanted}).all()
     if not rows:
         return []
-    lease = now + group.settings.ack_timeout
+    lease = to_micros(now + group.settings.ack_timeout)
     out: list[tuple[str, Delivery]] = []
     changes: list[tuple[Any, ...]] = []
     for member_id, row in assign(rows, left):
