@@ -58,6 +58,22 @@ def _filter(out: Violations, field: str, message: pb.SystemEventFilter) -> None:
         _id(out, f"{field}.{name}", getattr(message, name))
 
 
+def _event_may_be_bad(event: pb.TrackedEvent) -> bool:
+    # What the checks below look at, without naming anything; True means check in full.
+    ids_ok = (
+        0 < len(event.type) <= MAX_ID
+        and len(event.id) <= MAX_ID
+        and "\x00" not in event.type
+        and "\x00" not in event.id
+    )
+    if not ids_ok or event.properties.ByteSize() > MAX_PROPERTIES_BYTES:
+        return True
+    if event.HasField("occur_time"):
+        seconds, nanos = event.occur_time.seconds, event.occur_time.nanos
+        return not (_MIN_SECONDS <= seconds <= _MAX_SECONDS and 0 <= nanos < 10**9)
+    return False
+
+
 def track(request: pb.TrackRequest) -> Violations:
     """TrackerService.Track."""
     out: Violations = []
@@ -74,11 +90,14 @@ def track(request: pb.TrackRequest) -> Violations:
         )
     else:
         for i, event in enumerate(request.events):
-            _id(out, f"events[{i}].id", event.id)
-            _id(out, f"events[{i}].type", event.type, required=True)
-            _size(out, f"events[{i}].properties", event.properties.ByteSize())
-            if event.HasField("occur_time"):
-                _time(out, f"events[{i}].occur_time", event.occur_time)
+            # The field names are made only for an event that needs them: a Track of 20 page
+            # views built 80 of them, all for nothing, at every call.
+            if _event_may_be_bad(event):
+                _id(out, f"events[{i}].id", event.id)
+                _id(out, f"events[{i}].type", event.type, required=True)
+                _size(out, f"events[{i}].properties", event.properties.ByteSize())
+                if event.HasField("occur_time"):
+                    _time(out, f"events[{i}].occur_time", event.occur_time)
     _size(out, "context", request.context.ByteSize())
     return out
 
