@@ -738,16 +738,12 @@ def _settle(
         still = [current[i][0] for i in member_ops.extends if i in current and i not in settled]
         if still:
             extended[member_id] = still
-        if member_ops.nacks or member_ops.rejects:
-            answered = [
-                *member_ops.acks,
-                *(i for i, _ in member_ops.nacks),
-                *(i for i, _ in member_ops.rejects),
-            ]
-            late = [i for i in dict.fromkeys(answered) if i not in settled]
-        else:
-            late = [i for i in dict.fromkeys(member_ops.acks) if i not in settled]
-        out[member_id] = (list(settled), late)
+        answered = [
+            *member_ops.acks,
+            *(i for i, _ in member_ops.nacks),
+            *(i for i, _ in member_ops.rejects),
+        ]
+        out[member_id] = (list(settled), [i for i in dict.fromkeys(answered) if i not in settled])
     if ack_positions:
         connection.execute(
             sql.delete_at, {"g": group.id, "positions": listed(postgres, ack_positions)}
