@@ -45,18 +45,23 @@ PENDING, IN_FLIGHT, DEAD, BLOCKED = (int(s) for s in EntryState)
 UNSETTLED = (PENDING, IN_FLIGHT, BLOCKED)
 
 
-def among(postgres: bool, column: Any, name: str) -> ColumnElement[bool]:
-    """`column IN` the list bound as `name` (see `listed`): one statement text whatever its length.
+def among(
+    postgres: bool, column: Any, name: str | None, values: Iterable[Any] | None = None
+) -> ColumnElement[bool]:
+    """`column IN` a list, as one parameter: one statement text whatever the list's length.
 
+    The list is bound as `name` at run time (see `listed`), or given here as `values`.
     PostgreSQL: `= ANY(array)`; asyncpg prepares each statement text it has not seen, and an
     IN list of another length is another text. SQLite: `IN (SELECT value FROM json_each(list))`:
     an IN list of hundreds was compiled again at each round, and ran slower; this is still a
     probe of the index per value.
     """
+    value = None if values is None else listed(postgres, values)
     if postgres:
-        return cast(ColumnElement[bool], column == any_(bindparam(name, type_=ARRAY(column.type))))
-    values = func.json_each(bindparam(name, type_=String)).table_valued("value")
-    return cast(ColumnElement[bool], column.in_(select(values.c.value)))
+        array = bindparam(name, value, type_=ARRAY(column.type))
+        return cast(ColumnElement[bool], column == any_(array))
+    listed_values = func.json_each(bindparam(name, value, type_=String)).table_valued("value")
+    return cast(ColumnElement[bool], column.in_(select(listed_values.c.value)))
 
 
 def listed(postgres: bool, values: Iterable[Any]) -> Any:

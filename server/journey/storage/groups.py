@@ -8,19 +8,16 @@ that no commit can pass meanwhile. Nothing here raises a JourneyError after writ
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any, cast
 
 from sqlalchemy import (
     ColumnElement,
     Connection,
-    String,
     Table,
     and_,
-    any_,
     bindparam,
     delete,
     exists,
@@ -30,7 +27,6 @@ from sqlalchemy import (
     text,
     update,
 )
-from sqlalchemy.dialects.postgresql import ARRAY
 
 from journey.domain.errors import AlreadyExists, NotFound, OutOfRange
 from journey.domain.groups import (
@@ -40,7 +36,6 @@ from journey.domain.groups import (
     REASON_MAX_ATTEMPTS,
     DeadLetter,
     Delivery,
-    EntryState,
     GroupSettings,
     GroupState,
     Ordering,
@@ -54,7 +49,17 @@ from journey.domain.groups import (
 from journey.domain.model import SystemEventFilter, SystemEventType
 from journey.storage import statements
 from journey.storage.bulk import Bulk
-from journey.storage.group_statements import listed, log_page, round_statements
+from journey.storage.group_statements import (
+    BLOCKED,
+    DEAD,
+    IN_FLIGHT,
+    PENDING,
+    UNSETTLED,
+    among,
+    listed,
+    log_page,
+    round_statements,
+)
 from journey.storage.schema import (
     ConsumerGroupEntryRow,
     ConsumerGroupMemberRow,
@@ -77,12 +82,8 @@ _NOTIFY = text("SELECT pg_notify(:channel, :group_id)")
 # without the group, state and ids it is given: entries churn too fast for that plan to fit.
 # For the rest of the writer's transaction only.
 _CUSTOM_PLANS = text("SET LOCAL plan_cache_mode = force_custom_plan")
-_PENDING, _IN_FLIGHT, _DEAD, _BLOCKED = (int(s) for s in EntryState)
-_UNSETTLED = (_PENDING, _IN_FLIGHT, _BLOCKED)
 # A key with an entry in these states has its head: the rest of its entries wait.
-_ACTIVE = (_PENDING, _IN_FLIGHT)
-# A new entry is due at once.
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_ACTIVE = (PENDING, IN_FLIGHT)
 
 
 # A round's many-row writes, compiled once per dialect (see bulk.py): through Connection.execute
@@ -174,25 +175,8 @@ def _record(row: Any) -> GroupRecord:
 
 
 def _among(connection: Connection, column: Any, values: Iterable[Any]) -> ColumnElement[bool]:
-    """`column IN values`, as one statement text whatever the count.
-
-    PostgreSQL: `= ANY(array)`. asyncpg prepares each statement text it has not seen, and an
-    IN list of another length is another text: rounds spent most of their time preparing and
-    planning before this. SQLite: `IN (SELECT value FROM json_each(list))`, one parameter
-    too (an IN list of hundreds was compiled again at each round, and ran slower), and still
-    a probe of the index per value.
-    """
-    return _among_on(connection.dialect.name == "postgresql", column, values)
-
-
-def _among_on(postgres: bool, column: Any, values: Iterable[Any]) -> ColumnElement[bool]:
-    if postgres:
-        return cast(
-            ColumnElement[bool],
-            column == any_(bindparam(None, list(values), type_=ARRAY(column.type))),
-        )
-    listed = func.json_each(bindparam(None, json.dumps(list(values)), type_=String))
-    return cast(ColumnElement[bool], column.in_(select(listed.table_valued("value").c.value)))
+    """`column IN values`, as one statement text whatever the count (group_statements.among)."""
+    return among(connection.dialect.name == "postgresql", column, None, values)
 
 
 def _head(connection: Connection) -> int:
@@ -285,7 +269,7 @@ def state(connection: Connection, record: GroupRecord, fresh_since: datetime) ->
     )
     first_unsettled, oldest = connection.execute(
         select(func.min(e.position), func.min(e.occur_time)).where(
-            e.group_id == record.id, e.state.in_(_UNSETTLED)
+            e.group_id == record.id, e.state.in_(UNSETTLED)
         )
     ).one()
     # Matching events the group has not copied yet count as pending too.
@@ -318,9 +302,9 @@ def state(connection: Connection, record: GroupRecord, fresh_since: datetime) ->
         settings=record.settings,
         create_time=record.create_time,
         ack_floor=floor,
-        pending_count=sum(counts.get(s, 0) for s in _UNSETTLED) + not_copied,
-        in_flight_count=counts.get(_IN_FLIGHT, 0),
-        dead_letter_count=counts.get(_DEAD, 0),
+        pending_count=sum(counts.get(s, 0) for s in UNSETTLED) + not_copied,
+        in_flight_count=counts.get(IN_FLIGHT, 0),
+        dead_letter_count=counts.get(DEAD, 0),
         member_count=int(member_count or 0),
         oldest_pending_time=None if oldest is None else _as_time(oldest),
     )
@@ -332,7 +316,7 @@ def dead_letters(connection: Connection, group_id: str, after: int, limit: int) 
     query = (
         select(e.position, system_events.c.encoded, e.attempt, e.reason, e.dead_letter_time)
         .join(system_events, system_events.c.position == e.position)
-        .where(e.group_id == group_id, e.state == _DEAD, e.position > after)
+        .where(e.group_id == group_id, e.state == DEAD, e.position > after)
         .order_by(e.position)
         .limit(limit)
     )
@@ -347,9 +331,9 @@ def redrive(connection: Connection, group_id: str, now: datetime) -> int:
     e = entries.c
     result = connection.execute(
         update(entries)
-        .where(e.group_id == group_id, e.state == _DEAD)
+        .where(e.group_id == group_id, e.state == DEAD)
         .values(
-            state=_PENDING,
+            state=PENDING,
             attempt=0,
             visible_at=now,
             member_id=None,
@@ -376,18 +360,18 @@ def _reorder(connection: Connection, group: GroupRecord) -> None:
     e = entries.c
     rows = connection.execute(
         select(e.key, e.position, e.state)
-        .where(e.group_id == group.id, e.state.in_(_UNSETTLED))
+        .where(e.group_id == group.id, e.state.in_(UNSETTLED))
         .order_by(e.key, e.position)
     ).all()
-    flying = {row.key for row in rows if row.state == _IN_FLIGHT}
+    flying = {row.key for row in rows if row.state == IN_FLIGHT}
     changes: list[dict[str, Any]] = []
     key, has_head = None, False
     for row in rows:
         if row.key != key:
             key, has_head = row.key, row.key in flying
-        if row.state == _IN_FLIGHT:
+        if row.state == IN_FLIGHT:
             continue
-        wanted = _BLOCKED if has_head else _PENDING
+        wanted = BLOCKED if has_head else PENDING
         has_head = True
         if row.state != wanted:
             changes.append({"p": row.position, "s": wanted})
@@ -416,9 +400,7 @@ def _promote(
         nexts = list(
             connection.scalars(
                 select(func.min(e.position))
-                .where(
-                    e.group_id == group.id, e.state == _BLOCKED, _among(connection, e.key, chunk)
-                )
+                .where(e.group_id == group.id, e.state == BLOCKED, _among(connection, e.key, chunk))
                 .group_by(e.key)
             )
         )
@@ -426,7 +408,7 @@ def _promote(
             connection.execute(
                 update(entries)
                 .where(e.group_id == group.id, _among(connection, e.position, nexts))
-                .values(state=_PENDING, visible_at=now)
+                .values(state=PENDING, visible_at=now)
             )
 
 
@@ -462,7 +444,7 @@ def _hand_out_next(
         delivery = Delivery(new_id(), attempt + 1, position, encoded)
         out.append((member_id, delivery))
         changes.append(
-            (group.id, position, _IN_FLIGHT, attempt + 1, member_id, delivery.delivery_id, lease)
+            (group.id, position, IN_FLIGHT, attempt + 1, member_id, delivery.delivery_id, lease)
         )
         handed.add(position)
     _HANDED_OUT.execute(connection, changes)
@@ -510,7 +492,7 @@ def _give_back(
     _promote(
         connection,
         group,
-        (r.key for r, c in zip(rows, changes, strict=True) if c["s"] == _DEAD),
+        (r.key for r, c in zip(rows, changes, strict=True) if c["s"] == DEAD),
         now,
     )
     return len(rows)
@@ -547,7 +529,7 @@ def leave(
     for group_id in touched:
         group = by_id(connection, group_id)
         if group is not None:
-            where = and_(e.state == _IN_FLIGHT, e.member_id.in_(member_ids))
+            where = and_(e.state == IN_FLIGHT, e.member_id.in_(member_ids))
             if _give_back(connection, group, where, now, REASON_MAX_ATTEMPTS):
                 notify(connection, group_id)
     connection.execute(delete(members).where(members.c.id.in_(member_ids)))
@@ -577,7 +559,7 @@ def anything_held(connection: Connection) -> bool:
     """Whether any member is recorded or any entry is in flight (a read, at start)."""
     member = connection.execute(select(members.c.id).limit(1)).first()
     held = connection.execute(
-        select(entries.c.position).where(entries.c.state == _IN_FLIGHT).limit(1)
+        select(entries.c.position).where(entries.c.state == IN_FLIGHT).limit(1)
     ).first()
     return member is not None or held is not None
 
@@ -594,7 +576,7 @@ def leave_other_replicas(connection: Connection, replica_id: str, now: datetime)
     for group_id in connection.scalars(select(groups.c.id)):
         named = connection.scalars(
             select(entries.c.member_id)
-            .where(entries.c.group_id == group_id, entries.c.state == _IN_FLIGHT)
+            .where(entries.c.group_id == group_id, entries.c.state == IN_FLIGHT)
             .where(~exists().where(members.c.id == entries.c.member_id))
             .distinct()
         )
@@ -662,7 +644,7 @@ def dispatch(
         _give_back(
             connection,
             group,
-            and_(e.state == _IN_FLIGHT, e.lease_until <= now),
+            and_(e.state == IN_FLIGHT, e.lease_until <= now),
             now,
             REASON_ACK_TIMEOUT,
         )
@@ -757,7 +739,7 @@ def _settle(
             .where(
                 e.group_id == group.id,
                 _among(connection, e.position, still),
-                e.state == _IN_FLIGHT,
+                e.state == IN_FLIGHT,
                 e.member_id == member_id,
             )
             .values(lease_until=now + group.settings.ack_timeout)
@@ -776,11 +758,11 @@ def at_positions(postgres: bool, group_id: str, positions: Sequence[int]) -> Any
 
 
 def _pending(position: int, visible_at: datetime) -> dict[str, Any]:
-    return {"p": position, "s": _PENDING, "v": visible_at, "r": None, "d": None}
+    return {"p": position, "s": PENDING, "v": visible_at, "r": None, "d": None}
 
 
 def _dead(position: int, reason: str, now: datetime) -> dict[str, Any]:
-    return {"p": position, "s": _DEAD, "v": now, "r": reason, "d": now}
+    return {"p": position, "s": DEAD, "v": now, "r": reason, "d": now}
 
 
 def _take_new(
@@ -845,10 +827,10 @@ def _take_new(
         delivery_id = new_id()
         out.append((member_id, Delivery(delivery_id, 1, position, encoded)))
         values.append(
-            (group_id, position, key, occur, _IN_FLIGHT, 1, 0, member_id, delivery_id, lease)
+            (group_id, position, key, occur, IN_FLIGHT, 1, 0, member_id, delivery_id, lease)
         )
     values += [
-        (group_id, position, key, occur, _BLOCKED, 0, 0, None, None, None)
+        (group_id, position, key, occur, BLOCKED, 0, 0, None, None, None)
         for position, key, occur in waiting
     ]
     _NEW_ENTRIES.execute(connection, values)
@@ -893,7 +875,7 @@ def _redeliver(
             (
                 group.id,
                 row.position,
-                _IN_FLIGHT,
+                IN_FLIGHT,
                 delivery.attempt,
                 member_id,
                 delivery.delivery_id,
