@@ -4,23 +4,31 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Sequence
+from dataclasses import replace
 from datetime import UTC, datetime
+from typing import Any
 
+import pytest
 import pytest_asyncio
+from sqlalchemy import event
 
 from journey.api.encoding import encode
-from journey.domain.errors import FailedPrecondition
+from journey.domain.errors import FailedPrecondition, Unavailable
 from journey.domain.model import (
     EncodedEvent,
+    Profile,
+    Session,
+    SessionState,
     SystemEvent,
     SystemEventDraft,
     SystemEventFilter,
     SystemEventType,
+    TrackedEvent,
 )
 from journey.domain.rules import Outcome
 from journey.storage.database import Database, open_database
 from journey.storage.queries import Queries
-from journey.storage.unit_of_work import UnitOfWork
+from journey.storage.unit_of_work import Keys, UnitOfWork
 from journey.storage.writer import Writer
 from journey_client import pb
 from tests.conftest import SettingsFactory
@@ -123,3 +131,77 @@ async def test_concurrent_retries_of_one_event_store_it_once(
         assert sum(len(r.system_events) for r in responses) == 3
         session = await h.sessions.GetSession(pb.GetSessionRequest(session_id="s"))
         assert session.session.event_count == 1
+
+
+def _session(event_count: int) -> Session:
+    return Session(
+        id="s",
+        profile_id="p",
+        source_id="web",
+        state=SessionState.ACTIVE,
+        open_time=NOW,
+        last_activity_time=NOW,
+        close_time=None,
+        event_count=event_count,
+        visit_count=1,
+        visit_start_time=NOW,
+        visit_event_count=event_count,
+    )
+
+
+async def test_a_session_is_read_as_committed_never_as_a_failed_batch_left_it(
+    database: Database,
+) -> None:
+    """On SQLite the writer keeps what it committed instead of reading it back; on PostgreSQL
+    other replicas write too, so it reads. Either way a failed transaction leaves no trace."""
+    tracked = TrackedEvent("e1", "web", "page-view", b"", NOW, NOW, "p", "s")
+    keys = Keys(sessions=frozenset({"s"}), profiles=frozenset({"p"}))
+    session_reads: list[str] = []
+
+    def count_session_reads(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        if statement.lstrip().upper().startswith("SELECT") and "FROM sessions" in statement:
+            session_reads.append(statement)
+
+    # The engine the writer's transactions run on.
+    engine = database.writer_engine or database.engine.sync_engine
+    event.listen(engine, "before_cursor_execute", count_session_reads)
+
+    def create(uow: UnitOfWork) -> None:
+        outcome = Outcome(
+            profile_id="p",
+            session_id="s",
+            new_profile=Profile("p", NOW, NOW, 1, 1),
+            new_session=_session(1),
+            tracked_events=(tracked,),
+        )
+        uow.apply(outcome)
+
+    def update_then_fail(uow: UnitOfWork) -> None:
+        session = uow.session("s")
+        assert session is not None
+        # The same client event id again: the unique index fails the flush, after staging.
+        changed = replace(session, event_count=99)
+        uow.apply(Outcome("p", "s", updated_session=changed, tracked_events=(tracked,)))
+
+    def read(uow: UnitOfWork) -> int:
+        session = uow.session("s")
+        assert session is not None
+        return session.event_count
+
+    writer = Writer(database, lambda *_: None, encode)
+    await writer.start()
+    try:
+        await writer.submit(create, keys)
+        session_reads.clear()
+        with pytest.raises(Unavailable):
+            await writer.submit(update_then_fail, keys)
+        assert await writer.submit(read, keys) == 1
+        assert await writer.submit(read, keys) == 1
+    finally:
+        await writer.close()
+        event.remove(engine, "before_cursor_execute", count_session_reads)
+    if database.is_sqlite:
+        # Read once after the failure (which emptied the cache), then taken from the cache.
+        assert len(session_reads) == 1
+    else:
+        assert len(session_reads) == 3

@@ -28,6 +28,7 @@ from journey.storage.records import (
     row,
     session_from_row,
 )
+from journey.storage.row_cache import BoundedMap, RowCache
 
 # Hands out `count` positions, in increasing order; by default they follow `last_position`.
 Allocate = Callable[[Connection, int], Sequence[int]]
@@ -69,9 +70,12 @@ class UnitOfWork:
         last_position: int,
         encode: Encode,
         allocate: Allocate | None = None,
+        cache: RowCache | None = None,
     ) -> None:
         # A Core connection, not an ORM session: the ORM layer only added per-statement cost.
         self._connection = connection
+        # Rows as committed, taken in place of reading them (storage/row_cache.py).
+        self._cache = cache
         self._encode = encode
         # The appended events as subscribers are sent them, made by flush().
         self.encoded: list[EncodedEvent] = []
@@ -99,19 +103,34 @@ class UnitOfWork:
 
     def preload(self, keys: Keys) -> None:
         """Load the batch's sessions, their profiles and its known event ids in a few queries."""
+        cache = self._cache
         if keys.sessions:
-            found = {s.id: s for s in self._sessions_by_ids(list(keys.sessions))}
-            self._loaded_sessions.update({i: found.get(i) for i in keys.sessions})
+            cached_sessions = cache.sessions if cache is not None else None
+            unread = _take_cached(keys.sessions, cached_sessions, self._loaded_sessions)
+            if unread:
+                found = {s.id: s for s in self._sessions_by_ids(unread)}
+                self._loaded_sessions.update({i: found.get(i) for i in unread})
         profile_ids = keys.profiles | {s.profile_id for s in self._loaded_sessions.values() if s}
         if profile_ids:
-            rows = _PROFILES.rows(self._connection, list(profile_ids))
-            profiles = {p.id: p for p in (from_values(Profile, r) for r in rows)}
-            self._loaded_profiles.update({i: profiles.get(i) for i in profile_ids})
+            cached_profiles = cache.profiles if cache is not None else None
+            unread = _take_cached(profile_ids, cached_profiles, self._loaded_profiles)
+            if unread:
+                rows = _PROFILES.rows(self._connection, unread)
+                profiles = {p.id: p for p in (from_values(Profile, r) for r in rows)}
+                self._loaded_profiles.update({i: profiles.get(i) for i in unread})
         by_source: dict[str, list[str]] = {}
         for source_id, event_id in keys.events:
             by_source.setdefault(source_id, []).append(event_id)
         for source_id, event_ids in by_source.items():
             self.stored_events(source_id, event_ids)
+
+    def rows_now(self) -> tuple[list[Session], list[Profile]]:
+        """Every session and profile this unit of work read or wrote, as it leaves them."""
+        sessions = {i: s for i, s in self._loaded_sessions.items() if s is not None}
+        sessions.update(self._sessions)
+        profiles = {i: p for i, p in self._loaded_profiles.items() if p is not None}
+        profiles.update(self._profiles)
+        return list(sessions.values()), list(profiles.values())
 
     def _sessions_by_ids(self, session_ids: list[str]) -> list[Session]:
         return [from_values(Session, r) for r in _SESSIONS.rows(self._connection, session_ids)]
@@ -233,6 +252,22 @@ class UnitOfWork:
             rows.append((*row(event), data))
             self.encoded.append(EncodedEvent(event.position, data))
         _SYSTEM_EVENT_INSERTS.execute(connection, rows)
+
+
+def _take_cached(
+    ids: Iterable[str], cache: BoundedMap[Any] | None, loaded: dict[str, Any]
+) -> list[str]:
+    """Copy the cached rows among `ids` into `loaded`; the ids left to read."""
+    if cache is None:
+        return list(ids)
+    unread = []
+    for i in ids:
+        found = cache.get(i)
+        if found is None:
+            unread.append(i)
+        else:
+            loaded[i] = found
+    return unread
 
 
 def _update_by_key(table: Table) -> Update:

@@ -18,10 +18,11 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from journey.domain.errors import JourneyError, Unavailable
-from journey.domain.model import Encode, EncodedEvent, SystemEvent
+from journey.domain.model import Encode, EncodedEvent, Profile, Session, SystemEvent
 from journey.storage.database import Database
 from journey.storage.failures import FAILURES, OnFailure, failure_kind, is_outage, unavailable
 from journey.storage.listen import CHANNEL
+from journey.storage.row_cache import RowCache
 from journey.storage.schema import SystemEventRow
 from journey.storage.unit_of_work import Keys, UnitOfWork
 
@@ -113,6 +114,10 @@ class Writer:
         # transaction is trusted in the next.
         self._shared = database.engine.dialect.name == "postgresql"
         self._unsafe = self._shared and os.environ.get(UNSAFE_POSITIONS_ENV) == "1"
+        # No other process writes SQLite (its lock file sees to that), so the sessions and
+        # profiles this one committed are still the stored ones: a group commit takes them
+        # from here rather than reading them back. Not so on PostgreSQL.
+        self._cache = None if self._shared else RowCache()
         # PostgreSQL: the writer's own connection between group commits (_on_held_connection),
         # and whether the current transaction has run a statement on it yet.
         self._held: AsyncConnection | None = None
@@ -223,8 +228,11 @@ class Writer:
         except asyncio.CancelledError:
             # The thread may still commit: whether it did is unknown.
             self._uncertain = True
+            self._forget_rows()
             raise
         except Exception as failed:
+            # It may have failed in COMMIT, having committed or not.
+            self._forget_rows()
             storage_failed = isinstance(failed, FAILURES)
             if storage_failed and self._on_failure is not None:
                 self._on_failure(failure_kind(failed))
@@ -283,10 +291,18 @@ class Writer:
                     raise
         raise AssertionError("unreachable")  # pragma: no cover
 
+    def _forget_rows(self) -> None:
+        if self._cache is not None:
+            self._cache.clear()
+
     def _in_thread(self, batch: list[_Item[Any]]) -> _Committed:
         assert self._database.writer_engine is not None
         with self._database.writer_engine.begin() as connection:
-            return self._transaction(connection, batch)
+            done = self._transaction(connection, batch)
+        # Committed: from now on these rows are the stored ones.
+        if self._cache is not None:
+            self._cache.remember(done.sessions, done.profiles)
+        return done
 
     def _transaction(self, connection: Connection, batch: list[_Item[Any]]) -> _Committed:
         """The batch's reads, rules and writes, inside `connection`'s transaction.
@@ -305,7 +321,7 @@ class Writer:
         elif self._uncertain:
             last = int(connection.scalar(_HEAD) or 0)
         allocate = _unsafe_positions if self._unsafe else None
-        uow = UnitOfWork(connection, last, self._encode, allocate)
+        uow = UnitOfWork(connection, last, self._encode, allocate, self._cache)
         uow.preload(Keys.union(i.keys for i in batch))
         results: list[tuple[_Item[Any], Any, BaseException | None]] = []
         for item in batch:
@@ -323,7 +339,10 @@ class Writer:
         if self._unsafe:
             time.sleep(random.uniform(0, _UNSAFE_DELAY_SECONDS))
         tracked = uow.tracked_by_source() if self._on_stats is not None else {}
-        return _Committed(results, uow.appended, uow.encoded, uow.last_position, tracked)
+        sessions, profiles = uow.rows_now() if self._cache is not None else ([], [])
+        return _Committed(
+            results, uow.appended, uow.encoded, uow.last_position, tracked, sessions, profiles
+        )
 
 
 @dataclass(frozen=True)
@@ -336,6 +355,9 @@ class _Committed:
     last_position: int
     # Tracked events stored, by source id (only counted for metrics).
     tracked: dict[str, int]
+    # The sessions and profiles it read or wrote, as committed (only kept for the row cache).
+    sessions: list[Session]
+    profiles: list[Profile]
 
 
 def _unsafe_positions(connection: Connection, count: int) -> list[int]:
