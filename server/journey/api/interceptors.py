@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -84,11 +85,15 @@ class MethodInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
         serializer = handler.response_serializer
         if handler.unary_unary is not None:
             unary: UnaryCall = handler.unary_unary
-
-            async def unary_behaviour(request: Any, context: Context) -> Any:
-                return await self.unary(method, request, context, unary)
-
-            return grpc.unary_unary_rpc_method_handler(unary_behaviour, deserializer, serializer)
+            # Every unary call passes through each layer: a layer with nothing to do around it
+            # adds no coroutine, and the others add one (a partial, not a closure awaiting).
+            # Of the function, not the bound method: grpc asks each call's outermost handler
+            # whether it is a coroutine function, and inspect answers that for a bound method
+            # inside a partial only the slow way.
+            layer = type(self).unary
+            if layer is not MethodInterceptor.unary:
+                unary = functools.partial(layer, self, method, call=unary)
+            return grpc.unary_unary_rpc_method_handler(unary, deserializer, serializer)
         if handler.unary_stream is not None:
             stream: StreamCall = handler.unary_stream
 
