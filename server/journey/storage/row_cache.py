@@ -10,8 +10,8 @@ from journey.domain.model import Profile, Session
 
 V = TypeVar("V")
 
-# Of each kind. A session and its profile take about a kilobyte and a half together, so a full
-# cache holds some 30 MB; active sessions beyond it are read from the database as before.
+# Of each kind. A session and its profile with UUID ids take about 750 bytes together (measured
+# with tracemalloc), so a full cache holds some 15 MB; sessions beyond it are read as before.
 CAPACITY = 20_000
 
 
