@@ -16,9 +16,6 @@ from journey.api.encoding import encode
 from journey.domain.errors import FailedPrecondition, Unavailable
 from journey.domain.model import (
     EncodedEvent,
-    Profile,
-    Session,
-    SessionState,
     SystemEvent,
     SystemEventDraft,
     SystemEventFilter,
@@ -33,6 +30,7 @@ from journey.storage.writer import Writer
 from journey_client import pb
 from tests.conftest import SettingsFactory
 from tests.integration.harness import serving, stored_system_events
+from tests.unit.test_rules import make_profile, make_session
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -133,29 +131,14 @@ async def test_concurrent_retries_of_one_event_store_it_once(
         assert session.session.event_count == 1
 
 
-def _session(event_count: int) -> Session:
-    return Session(
-        id="s",
-        profile_id="p",
-        source_id="web",
-        state=SessionState.ACTIVE,
-        open_time=NOW,
-        last_activity_time=NOW,
-        close_time=None,
-        event_count=event_count,
-        visit_count=1,
-        visit_start_time=NOW,
-        visit_event_count=event_count,
-    )
-
-
 async def test_a_session_is_read_as_committed_never_as_a_failed_batch_left_it(
     database: Database,
 ) -> None:
     """On SQLite the writer keeps what it committed instead of reading it back; on PostgreSQL
     other replicas write too, so it reads. Either way a failed transaction leaves no trace."""
-    tracked = TrackedEvent("e1", "web", "page-view", b"", NOW, NOW, "p", "s")
-    keys = Keys(sessions=frozenset({"s"}), profiles=frozenset({"p"}))
+    session, profile = make_session(), make_profile()  # s-1 of p-1, with 7 events
+    tracked = TrackedEvent("e1", "web", "page-view", b"", NOW, NOW, profile.id, session.id)
+    keys = Keys(sessions=frozenset({session.id}), profiles=frozenset({profile.id}))
     session_reads: list[str] = []
 
     def count_session_reads(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
@@ -168,25 +151,27 @@ async def test_a_session_is_read_as_committed_never_as_a_failed_batch_left_it(
 
     def create(uow: UnitOfWork) -> None:
         outcome = Outcome(
-            profile_id="p",
-            session_id="s",
-            new_profile=Profile("p", NOW, NOW, 1, 1),
-            new_session=_session(1),
+            profile.id,
+            session.id,
+            new_profile=profile,
+            new_session=session,
             tracked_events=(tracked,),
         )
         uow.apply(outcome)
 
     def update_then_fail(uow: UnitOfWork) -> None:
-        session = uow.session("s")
-        assert session is not None
+        stored = uow.session(session.id)
+        assert stored is not None
         # The same client event id again: the unique index fails the flush, after staging.
-        changed = replace(session, event_count=99)
-        uow.apply(Outcome("p", "s", updated_session=changed, tracked_events=(tracked,)))
+        changed = replace(stored, event_count=99)
+        uow.apply(
+            Outcome(profile.id, session.id, updated_session=changed, tracked_events=(tracked,))
+        )
 
     def read(uow: UnitOfWork) -> int:
-        session = uow.session("s")
-        assert session is not None
-        return session.event_count
+        stored = uow.session(session.id)
+        assert stored is not None
+        return stored.event_count
 
     writer = Writer(database, lambda *_: None, encode)
     await writer.start()
@@ -195,8 +180,8 @@ async def test_a_session_is_read_as_committed_never_as_a_failed_batch_left_it(
         session_reads.clear()
         with pytest.raises(Unavailable):
             await writer.submit(update_then_fail, keys)
-        assert await writer.submit(read, keys) == 1
-        assert await writer.submit(read, keys) == 1
+        assert await writer.submit(read, keys) == 7
+        assert await writer.submit(read, keys) == 7
     finally:
         await writer.close()
         event.remove(engine, "before_cursor_execute", count_session_reads)
