@@ -231,6 +231,29 @@ async def test_a_redriven_event_waits_for_its_key_and_blocks_the_rest(
         assert (positions(again), again[0].attempt) == ([2], 1)
 
 
+async def test_a_head_dead_lettered_by_its_ack_timeout_lets_its_key_go_on(
+    make_settings: SettingsFactory,
+) -> None:
+    async with serving(make_settings()) as h:
+        groups = await create(
+            h,
+            ordering=pb.ConsumerGroupOrdering.CONSUMER_GROUP_ORDERING_SESSION,
+            ack_timeout=seconds(1),
+            max_attempts=1,
+        )
+        # 1 profile-created (key p), 2 session-opened and 3 visit-started (key s).
+        await h.track("page-view", profile_id="p", session_id="s")
+        member = Member(groups, "g").open()
+        first = await member.deliveries(2)
+        assert positions(first) == [1, 2]
+        member.ack(first[0].delivery_id)
+        # 2 is never answered: at its timeout, out of attempts, it is dead and 3 may go.
+        third = await member.deliveries(1, seconds=5)
+        assert (positions(third), third[0].attempt) == ([3], 1)
+        letters = await groups.ListDeadLetters(pb.ListDeadLettersRequest(name="g"))
+        assert [(d.event.position, d.reason) for d in letters.dead_letters] == [(2, "ack timeout")]
+
+
 async def test_a_graceful_stop_ends_streams_unavailable_and_gives_their_work_back(
     make_settings: SettingsFactory,
 ) -> None:

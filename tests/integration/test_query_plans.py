@@ -11,7 +11,7 @@ from sqlalchemy import Select, select, text
 
 from journey.domain.groups import EntryState, GroupSettings, Ordering
 from journey.domain.model import SessionState, SystemEventFilter, SystemEventType
-from journey.storage import groups, statements
+from journey.storage import group_statements, groups, statements
 from journey.storage.database import Database, open_database
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
@@ -195,7 +195,7 @@ async def test_a_rounds_requests_probe_their_entries_by_primary_key(database: Da
         assert any("Index Cond" in line and "position" in line for line in lines), plan
         assert not any("Filter" in line and "position" in line for line in lines), plan
     # A member that left: its group's in-flight entries (a short range), whoever holds them.
-    e = groups.entries.c
+    e = group_statements.entries.c
     in_flight = int(EntryState.IN_FLIGHT)
     give_back = select(e.position).where(
         e.group_id == "g", e.state == in_flight, e.member_id.in_(["m"])

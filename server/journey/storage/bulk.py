@@ -6,13 +6,13 @@ import weakref
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
-from sqlalchemy import Connection, Delete, Dialect, Insert, LargeBinary, Update
+from sqlalchemy import Connection, Dialect, Insert, LargeBinary, Update
 
 _Convert = Callable[[Sequence[Any]], tuple[Any, ...]]
 
 
 class Bulk:
-    """An INSERT, UPDATE or DELETE run with many rows, each a tuple of values in `names`' order.
+    """An INSERT or UPDATE run with many rows, each a tuple of values in the order of `names`.
 
     `Connection.execute` with a list of dicts builds each row's parameters through the compiled
     statement (a dict per row, the bind processors, the positional tuple): in a group commit of
@@ -28,7 +28,7 @@ class Bulk:
     """
 
     def __init__(
-        self, statement: Insert | Update | Delete, names: Sequence[str], raw: Sequence[str] = ()
+        self, statement: Insert | Update, names: Sequence[str], raw: Sequence[str] = ()
     ) -> None:
         self._statement = statement
         # The bind names a row's values are for; they are also the columns an INSERT sets.

@@ -56,22 +56,20 @@ from journey.storage.group_statements import (
     PENDING,
     UNSETTLED,
     among,
+    entries,
+    groups,
     listed,
     log_page,
     round_statements,
+    system_events,
 )
 from journey.storage.schema import (
-    ConsumerGroupEntryRow,
     ConsumerGroupMemberRow,
-    ConsumerGroupRow,
     UtcMicros,
     to_micros,
 )
 
-groups = cast(Table, ConsumerGroupRow.__table__)
-entries = cast(Table, ConsumerGroupEntryRow.__table__)
 members = cast(Table, ConsumerGroupMemberRow.__table__)
-system_events = statements.system_events
 
 # With per-key ordering, log events read per round at most (some wait behind their keys).
 SCAN_PAGE = 5000
@@ -384,34 +382,6 @@ def _reorder(connection: Connection, group: GroupRecord) -> None:
         )
 
 
-def _promote(
-    connection: Connection, group: GroupRecord, keys: Iterable[str], now: datetime
-) -> None:
-    """These keys' heads were acked or dead-lettered: their next entries become pending."""
-    if group.settings.ordering == Ordering.NONE:
-        return
-    e = entries.c
-    wanted = set(keys)
-    if not wanted:
-        return
-    # A key has at most one entry pending or in flight (the one just settled), so each of
-    # these keys' first blocked entry is next.
-    for chunk in _chunks(sorted(wanted)):
-        nexts = list(
-            connection.scalars(
-                select(func.min(e.position))
-                .where(e.group_id == group.id, e.state == BLOCKED, _among(connection, e.key, chunk))
-                .group_by(e.key)
-            )
-        )
-        if nexts:
-            connection.execute(
-                update(entries)
-                .where(e.group_id == group.id, _among(connection, e.position, nexts))
-                .values(state=PENDING, visible_at=now)
-            )
-
-
 def _hand_out_next(
     connection: Connection,
     group: GroupRecord,
@@ -422,7 +392,11 @@ def _hand_out_next(
     out: list[tuple[str, Delivery]],
 ) -> None:
     """These keys' heads were acked or dead-lettered: hand their next entries to members with
-    room at once (one write each, not a promotion and then a delivery), the rest pending."""
+    room at once (one write each, not a promotion and then a delivery), the rest pending.
+
+    A key has at most one entry pending or in flight (the one just settled), so each key's first
+    blocked entry is its next.
+    """
     postgres = connection.dialect.name == "postgresql"
     sql = round_statements(postgres)
     nexts: list[tuple[int, int, bytes]] = []
@@ -453,6 +427,10 @@ def _hand_out_next(
         connection.execute(
             sql.pending_at, {"g": group.id, "positions": listed(postgres, rest), "now": now}
         )
+
+
+def _no_new_ids() -> str:
+    raise AssertionError("no delivery is made without a member with room")
 
 
 def _chunks(values: Sequence[str], size: int = 1000) -> Iterable[Sequence[str]]:
@@ -489,12 +467,10 @@ def _give_back(
         for row in rows
     ]
     _change(connection, group, changes)
-    _promote(
-        connection,
-        group,
-        (r.key for r, c in zip(rows, changes, strict=True) if c["s"] == DEAD),
-        now,
-    )
+    if group.settings.ordering != Ordering.NONE:
+        dead_keys = [r.key for r, c in zip(rows, changes, strict=True) if c["s"] == DEAD]
+        # Outside a round no member is offered work: the next entries become pending.
+        _hand_out_next(connection, group, dead_keys, now, {}, _no_new_ids, [])
     return len(rows)
 
 
