@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from multiprocessing.connection import Connection
 from typing import Any
 
-from journey import keys, workers
+from journey import keys, runtime, workers
 from journey.app import (
     StartupError,
     TracingUnavailable,
@@ -29,12 +29,6 @@ from journey.storage import migrate
 from journey_client import cli as client_cli
 
 log = logging.getLogger("journey")
-
-# How long CPython lets a thread that wants the GIL wait before the holder must hand it over
-# (default 5 ms). The event loop and the SQLite writer thread both want it under load, and each
-# forced hand-over costs both of them; at 20 ms Track with one event per call took about a tenth
-# less CPU per call (docs/performance.md). Set by the process that serves, never by a library.
-GIL_SWITCH_INTERVAL_S = 0.02
 
 
 async def serve(
@@ -54,6 +48,7 @@ async def serve(
         log.info("worker %d (pid %d) serving on port %d", worker, os.getpid(), port)
     else:
         log.info("listening on port %d", port)
+    runtime.settle_heap()
     if ready is not None:
         ready(port)
     try:
@@ -126,7 +121,7 @@ def run_serve(args: argparse.Namespace) -> int:
     try:
         if settings.workers > 1:
             return _serve_workers(settings, args.config)
-        sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
+        runtime.tune()
         asyncio.run(serve(settings))
     except TracingUnavailable as error:
         # Something to install, like a bad setting: not a failure of this host.
@@ -182,7 +177,7 @@ def run_worker(config: str | None, number: int, listen: str, ready: Connection) 
         ready.send(port)
         ready.close()
 
-    sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
+    runtime.tune()
     try:
         asyncio.run(serve(settings, worker=number, ready=tell_parent))
     except StartupError as error:
