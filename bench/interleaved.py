@@ -7,7 +7,8 @@ On a shared machine, calls/s drifts by more than the effects worth measuring (a 
 from one minute to the next. Running A and B back to back, round after round, in an order
 drawn at random each round, exposes both to the same drift; the median of the per-round
 ratios B/A is then the figure. By default B is this checkout with metrics on, which is
-issue 14's overhead target (at most 5% fewer Track calls/s).
+issue 14's overhead target (at most 5% fewer Track calls/s); A may also be the storage-free
+baseline (`--a baseline:.`), which is how the full benchmark judges Track of 1 against it.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import random
 import statistics
 import sys
 import tempfile
-from contextlib import ExitStack
+from contextlib import AbstractContextManager, ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -56,20 +57,8 @@ def measure(
         for server in (a, b):
             workdir = Path(tmp) / server.name
             workdir.mkdir()
-            if postgres_db:
-                name = postgres.database_name(RUN_ID, "ab", server.name)
-                database = stack.enter_context(postgres.fresh_database(postgres.admin_url(), name))
-            else:
-                database = f"sqlite+aiosqlite:///{workdir / 'journey.db'}"
             running[server.name] = stack.enter_context(
-                servers.journey(
-                    workdir,
-                    database,
-                    {},
-                    checkout=server.checkout,
-                    env=server.env,
-                    name=server.name,
-                )
+                _started(stack, server, workdir, postgres_db)
             )
         for number in range(1, rounds + 1):
             pair = [a, b]
@@ -85,6 +74,22 @@ def measure(
             print(json.dumps(figures), file=sys.stderr, flush=True)
             per_round.append(figures)
     return summary(a.name, b.name, per_round)
+
+
+def _started(
+    stack: ExitStack, server: Server, workdir: Path, postgres_db: bool
+) -> AbstractContextManager[servers.Running]:
+    """The baseline, or Journey on a fresh database (left on `stack` until the end)."""
+    if server.is_baseline:
+        return servers.baseline(workdir)
+    if postgres_db:
+        name = postgres.database_name(RUN_ID, "ab", server.name)
+        database = stack.enter_context(postgres.fresh_database(postgres.admin_url(), name))
+    else:
+        database = f"sqlite+aiosqlite:///{workdir / 'journey.db'}"
+    return servers.journey(
+        workdir, database, {}, checkout=server.checkout, env=server.env, name=server.name
+    )
 
 
 def summary(a: str, b: str, per_round: list[dict[str, Any]]) -> dict[str, Any]:

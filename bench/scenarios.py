@@ -140,6 +140,9 @@ def _seed_sweep(count: int, lead: float) -> Callable[[str], dict[str, Any]]:
     return fill
 
 
+# Scenario 1's target: Track calls/s at least this share of the baseline's. The full run also
+# judges it on interleaved rounds (bench/interleaved.py), which share the machine's drift.
+TRACK_OF_ONE_TARGET = 0.6
 _NO_GROUP_BASELINE = "n/a: the baseline has no consumer groups"
 # Scenario 14: whether throughput grows with members when members, not the server, are the
 # limit (1,000 sessions of 3 events in the full run).
@@ -173,7 +176,7 @@ SCENARIOS = (
         "Track, 1 event per call, 32 callers",
         "calls_per_s",
         "calls/s",
-        _of_baseline(0.6),
+        _of_baseline(TRACK_OF_ONE_TARGET),
         lambda s: Plan("track", {"callers": 32, "events": 1, "seconds": s.seconds}, needs_pid=True),
         extra=("events_per_s",),
         nats_note="n/a: a JetStream publish is one message; the comparison is rows 2 and 8",

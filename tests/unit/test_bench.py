@@ -647,6 +647,43 @@ def test_the_interleaved_comparison_takes_medians_of_rounds_and_of_their_ratios(
     )
 
 
+def test_track_of_one_is_judged_against_the_baseline_on_interleaved_rounds() -> None:
+    def side(calls: float) -> dict[str, float]:
+        return {"calls_per_s": calls, "server_cpu_ms_per_call": 1000 / calls}
+
+    rounds = [
+        {"baseline": side(3000), "journey": side(1500), "ratio": 0.5},
+        {"baseline": side(2000), "journey": side(1300), "ratio": 0.65},
+        {"baseline": side(2500), "journey": side(1550), "ratio": 0.62},
+    ]
+    met = interleaved.summary("baseline", "journey", rounds)
+    doc = report.document([], {}, [], False, 0.0, against_baseline=met)
+    judged = doc["track_against_baseline_interleaved"]
+    assert (judged["median_ratio"], judged["target"], judged["met"]) == (0.62, ">= 0.6", True)
+    text = report.markdown(doc)
+    assert "### Track of 1 against the baseline, interleaved" in text
+    assert "journey / baseline ratios **0.620** (target >= 0.6, met: yes)" in text
+    assert "each round's ratio 0.50, 0.65, 0.62" in text
+    short = interleaved.summary("baseline", "journey", [*rounds[:2], rounds[0]])
+    assert (
+        report.document([], {}, [], False, 0.0, against_baseline=short)[
+            "track_against_baseline_interleaved"
+        ]["met"]
+        is False
+    )
+
+
+def test_interleaved_rounds_run_the_baseline_beside_journey() -> None:
+    found = interleaved.measure(
+        runner.Server("baseline"), runner.Server("journey"), rounds=1, seconds=0.5, events=1
+    )
+    assert (found["a"], found["b"], found["rounds"]) == ("baseline", "journey", 1)
+    assert found["calls_per_s"]["baseline"] > 0
+    assert found["calls_per_s"]["journey"] > 0
+    ratio = found["calls_per_s"]["journey"] / found["calls_per_s"]["baseline"]
+    assert found["median_ratio"] == pytest.approx(ratio)
+
+
 def test_group_rounds_settles_every_event_once(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
