@@ -53,4 +53,6 @@ def test_journey_serve_tunes_the_interpreter_before_it_serves(
     sys.setswitchinterval(0.005)
     gc.set_threshold(700, 10, 10)
     assert cli.run_serve(argparse.Namespace(config=None, workers=None)) == 0
-    assert seen == [(pytest.approx(runtime.GIL_SWITCH_INTERVAL_S), runtime.GC_THRESHOLDS)]
+    ((interval, thresholds),) = seen
+    assert interval == pytest.approx(runtime.GIL_SWITCH_INTERVAL_S)
+    assert thresholds == runtime.GC_THRESHOLDS
