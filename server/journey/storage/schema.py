@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -32,34 +31,15 @@ class UtcMicros(TypeDecorator[datetime]):
 
     def process_bind_param(self, value: datetime | None, dialect: Dialect) -> int | None:
         """Convert an aware datetime to microseconds."""
-        return _bind(value)
+        if value is None:
+            return None
+        return to_micros(value)
 
     def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
         """Convert microseconds back to an aware UTC datetime."""
-        return _result(value)
-
-    # The two conversions themselves, without TypeDecorator's wrapper around each: a group
-    # commit of page views converts two per event, and the wrapper's two extra calls were
-    # most of their cost. Only when the integer type has no processor of its own to chain.
-    def bind_processor(self, dialect: Dialect) -> Callable[[Any], Any] | None:
-        """`_bind` where the integer needs no conversion of its own (SQLite, asyncpg)."""
-        if self.impl_instance.bind_processor(dialect) is None:
-            return _bind
-        return super().bind_processor(dialect)
-
-    def result_processor(self, dialect: Dialect, coltype: Any) -> Callable[[Any], Any] | None:
-        """`_result` where the integer needs no conversion of its own (SQLite, asyncpg)."""
-        if self.impl_instance.result_processor(dialect, coltype) is None:
-            return _result
-        return super().result_processor(dialect, coltype)
-
-
-def _bind(value: datetime | None) -> int | None:
-    return None if value is None else (value - _EPOCH) // _MICROSECOND
-
-
-def _result(value: Any) -> datetime | None:
-    return None if value is None else _EPOCH + timedelta(microseconds=int(value))
+        if value is None:
+            return None
+        return _EPOCH + timedelta(microseconds=int(value))
 
 
 # On SQLite only an INTEGER PRIMARY KEY is the rowid itself (auto-assigned, and the table's
