@@ -11,6 +11,8 @@ from typing import Any
 
 from bench.scenarios import TRACK_OF_ONE_TARGET, Scenario
 
+ORDERINGS = ("none", "session")
+
 
 @dataclass(frozen=True)
 class Versus:
@@ -143,6 +145,8 @@ def versus_nats(
 # Journey with metrics on against off: Track calls/s in the same run (issue 14's target).
 METRICS_COLUMN = "journey+metrics"
 METRICS_TARGET = 0.95
+# Issue 13: consumer groups process at least as many events/s as NATS's consumer, each ordering.
+GROUPS_TARGET = 1.0
 
 
 def metrics_overhead(results: dict[str, dict[str, dict[str, Any]]]) -> list[dict[str, Any]]:
@@ -181,13 +185,15 @@ def document(
     postgres: dict[str, Any] | None = None,
     interleaved: dict[str, Any] | None = None,
     against_baseline: dict[str, Any] | None = None,
+    groups_against_nats: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Everything measured, with the machine it ran on and each target's verdict.
 
     A target is judged on the best of the `candidates` columns (Journey's configurations:
     SQLite and PostgreSQL), and so is the ratio to the baseline. `interleaved` is metrics on
     against off, `against_baseline` Journey against the baseline, each in interleaved rounds of
-    Track of 1 (bench/interleaved.py).
+    Track of 1 (bench/interleaved.py); `groups_against_nats` scenarios 11 and 12 against NATS
+    in interleaved rounds (bench/group_interleaved.py).
     """
     candidates = candidates or ["journey"]
     rows = []
@@ -230,6 +236,7 @@ def document(
         "metrics_overhead": metrics_overhead(results),
         "metrics_overhead_interleaved": _judged(interleaved, METRICS_TARGET),
         "track_against_baseline_interleaved": _judged(against_baseline, TRACK_OF_ONE_TARGET),
+        "groups_against_nats_interleaved": _groups_judged(groups_against_nats),
     }
 
 
@@ -238,6 +245,13 @@ def _judged(interleaved: dict[str, Any] | None, target: float) -> dict[str, Any]
         return None
     met = interleaved["median_ratio"] >= target
     return {**interleaved, "target": f">= {target}", "met": met}
+
+
+def _groups_judged(ab: dict[str, Any] | None) -> dict[str, Any] | None:
+    if ab is None or "error" in ab:
+        return ab
+    judged = {o: {**ab[o], "met": ab[o]["median_ratio"] >= GROUPS_TARGET} for o in ORDERINGS}
+    return {**ab, **judged, "target": f">= {GROUPS_TARGET} x NATS"}
 
 
 def _figure(result: dict[str, Any], metric: str, extra: list[str]) -> str:
@@ -300,6 +314,7 @@ def markdown(doc: dict[str, Any]) -> str:
             *_overhead_markdown(doc.get("metrics_overhead", [])),
             *_interleaved_markdown(doc.get("metrics_overhead_interleaved")),
             *_against_baseline_markdown(doc.get("track_against_baseline_interleaved")),
+            *_groups_markdown(doc.get("groups_against_nats_interleaved")),
             *_versus_markdown(doc.get("versus_nats", {})),
         ]
     )
@@ -337,6 +352,34 @@ def _against_baseline_markdown(ab: dict[str, Any] | None) -> list[str]:
         f"{ab['server_cpu_ms_per_call'][b]:.3f} ms {b}.",
         "",
     ]
+
+
+def _groups_markdown(ab: dict[str, Any] | None) -> list[str]:
+    if not ab:
+        return []
+    title = ["### Consumer groups against NATS JetStream, interleaved", ""]
+    if "error" in ab:
+        return [*title, f"Not measured: {ab['error']}", ""]
+    rates = ab["events_per_s"]
+    lines = [
+        *title,
+        f"{ab['rounds']} rounds of scenarios 11 and 12 and NATS's consumer, each round in a "
+        "random order, each run on a fresh server and backlog: median events/s "
+        f"{_number(rates['none'])} NONE, {_number(rates['session'])} SESSION, "
+        f"{_number(rates['nats'])} NATS.",
+        "",
+        "| ordering | median of the rounds' Journey / NATS | each round | target | met |",
+        "|---|---|---|---|---|",
+    ]
+    for ordering in ORDERINGS:
+        row = ab[ordering]
+        each = ", ".join(f"{r:.2f}" for r in row["ratios"])
+        met = "yes" if row["met"] else "no"
+        lines.append(
+            f"| {ordering.upper()} | **{row['median_ratio']:.2f}** | {each} | {ab['target']} "
+            f"| {met} |"
+        )
+    return [*lines, ""]
 
 
 def _overhead_markdown(rows: list[dict[str, Any]]) -> list[str]:

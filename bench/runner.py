@@ -282,6 +282,14 @@ def main() -> None:
         help="rounds of the interleaved comparisons of scenario 1, metrics off against on and "
         "the baseline against Journey (default 12 each, or 0 with --quick)",
     )
+    parser.add_argument(
+        "--group-rounds",
+        type=int,
+        default=None,
+        metavar="N",
+        help="rounds of scenarios 11 and 12 interleaved with NATS's consumer, when both are "
+        "chosen and NATS is up (default 9, or 0 with --quick)",
+    )
     args = parser.parse_args()
     sizes = QUICK if args.quick else FULL
     chosen = chosen_scenarios(args.only)
@@ -331,6 +339,23 @@ def main() -> None:
         against_baseline = ab.measure(
             Server("baseline"), Server("journey"), rounds, ab.SECONDS, events=1
         )
+    group_rounds = args.group_rounds
+    if group_rounds is None:
+        group_rounds = 0 if args.quick else 9
+    groups_against_nats = None
+    by_key = {s.key: s for s in chosen}
+    if group_rounds > 0 and nats["skipped"] is None and {"11", "12"} <= set(by_key):
+        from bench import group_interleaved
+
+        # One run of each drains its backlog in a second, and NATS's own figure moves by
+        # half between runs: the target is judged on interleaved rounds.
+        print(f"consumer groups against NATS, interleaved: {group_rounds} rounds", flush=True)
+        try:
+            groups_against_nats = group_interleaved.measure(
+                by_key["11"], by_key["12"], sizes, group_rounds
+            )
+        except RuntimeError as error:
+            groups_against_nats = {"error": str(error)}
     doc = report.document(
         chosen,
         results,
@@ -342,6 +367,7 @@ def main() -> None:
         postgres=pg,
         interleaved=interleaved,
         against_baseline=against_baseline,
+        groups_against_nats=groups_against_nats,
     )
     print()
     print(report.markdown(doc))

@@ -694,3 +694,55 @@ def test_group_rounds_settles_every_event_once(
     group_rounds.main()
     out = capsys.readouterr().out
     assert re.fullmatch(r"SESSION, FULL: [\d,]+ events/s, \d+ rounds, [\d.]+ ms per round\n", out)
+
+
+def test_consumer_groups_are_judged_against_nats_on_the_median_of_interleaved_rounds() -> None:
+    from bench import group_interleaved
+
+    rounds = [
+        {"none": 1200.0, "session": 900.0, "nats": 1000.0},
+        {"none": 2600.0, "session": 2200.0, "nats": 2000.0},
+        {"none": 1500.0, "session": 1300.0, "nats": 1600.0},
+    ]
+    for r in rounds:
+        r |= {f"{o}_ratio": r[o] / r["nats"] for o in ("none", "session")}
+    found = group_interleaved.summary(rounds)
+    assert found["events_per_s"] == {"none": 1500, "session": 1300, "nats": 1600}
+    # Medians of the ratios (1.2, 1.3, 0.94 and 0.9, 1.1, 0.81), not ratios of the medians.
+    assert found["none"]["median_ratio"] == pytest.approx(1.2)
+    assert found["session"]["median_ratio"] == pytest.approx(0.9)
+    doc = report.document([], {}, [], False, 0.0, groups_against_nats=found)
+    judged = doc["groups_against_nats_interleaved"]
+    assert (judged["none"]["met"], judged["session"]["met"]) == (True, False)
+    text = report.markdown(doc)
+    assert "### Consumer groups against NATS JetStream, interleaved" in text
+    assert "| NONE | **1.20** | 1.20, 1.30, 0.94 | >= 1.0 x NATS | yes |" in text
+    assert "| SESSION | **0.90** | 0.90, 1.10, 0.81 | >= 1.0 x NATS | no |" in text
+
+
+def test_a_failed_group_round_is_reported_not_judged() -> None:
+    doc = report.document(
+        [], {}, [], False, 0.0, groups_against_nats={"error": "round 1, nats: down"}
+    )
+    assert doc["groups_against_nats_interleaved"] == {"error": "round 1, nats: down"}
+    assert "Not measured: round 1, nats: down" in report.markdown(doc)
+
+
+async def test_a_group_round_runs_journey_in_both_orderings_beside_nats() -> None:
+    from bench import group_interleaved
+
+    url = runner.nats_url()
+    reason = await nats_workloads.probe(url, seconds=2.0)
+    if reason is not None:
+        pytest.skip(f"no NATS JetStream at {url}: {reason}")
+    by_key = {s.key: s for s in SCENARIOS}
+    small = dataclasses.replace(QUICK, group_events=300)
+    # The runs start their own event loops (subprocesses): not on this test's.
+    found = await asyncio.to_thread(
+        group_interleaved.measure, by_key["11"], by_key["12"], small, rounds=1, seed=7
+    )
+    assert found["rounds"] == 1
+    rates = found["events_per_s"]
+    assert min(rates.values()) > 0
+    assert found["session"]["median_ratio"] == pytest.approx(rates["session"] / rates["nats"])
+    assert found["none"]["ratios"] == [round(rates["none"] / rates["nats"], 3)]
