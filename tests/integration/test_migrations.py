@@ -6,7 +6,9 @@ import asyncio
 import logging
 
 import pytest
+from alembic import command
 from alembic.autogenerate import compare_metadata
+from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from google.protobuf.empty_pb2 import Empty
 from sqlalchemy import Connection, Engine, inspect, text
@@ -18,7 +20,7 @@ from journey.app import StartupError, create_server
 from journey.domain.model import Encode, SystemEvent, SystemEventFilter
 from journey.storage import migrate
 from journey.storage.database import open_database
-from journey.storage.migrations import encoded
+from journey.storage.migrations import DIRECTORY, encoded
 from journey.storage.queries import Queries
 from journey.storage.schema import Base
 from journey_client import pb
@@ -66,6 +68,7 @@ async def test_a_fresh_database_gets_exactly_the_schema_of_the_code(database_url
                 "0002_fill_encoded",
                 "0003_consumer_groups",
                 "0004_group_entry_indexes",
+                "0005_group_waiting_in_log",
             ),
             migrate.head(),
         )
@@ -110,7 +113,12 @@ async def test_an_old_database_gets_every_event_encoded_and_replays_it(
     with caplog.at_level(logging.INFO, logger="journey.storage"):
         async with serving(settings) as h:
             assert h.server.database.migration == migrate.Outcome(
-                ("0002_fill_encoded", "0003_consumer_groups", "0004_group_entry_indexes"),
+                (
+                    "0002_fill_encoded",
+                    "0003_consumer_groups",
+                    "0004_group_entry_indexes",
+                    "0005_group_waiting_in_log",
+                ),
                 migrate.head(),
                 stamped=True,
             )
@@ -171,7 +179,12 @@ async def test_an_interrupted_fill_is_finished_at_the_next_start_and_then_costs_
         # this start, in which revision 0002 ran again and finished.
         assert encoded_counts == [11]
         assert database.migration == migrate.Outcome(
-            ("0002_fill_encoded", "0003_consumer_groups", "0004_group_entry_indexes"),
+            (
+                "0002_fill_encoded",
+                "0003_consumer_groups",
+                "0004_group_entry_indexes",
+                "0005_group_waiting_in_log",
+            ),
             migrate.head(),
         )
         stored = await stored_system_events(database, 100)
@@ -224,3 +237,75 @@ async def test_a_database_with_only_some_of_the_tables_is_refused(database_url: 
     finally:
         await engine.dispose()
     assert tables == ["profiles"]
+
+
+ENTRY_COLUMNS = (
+    "group_id, position, key, occur_time, state, attempt, visible_at, member_id, delivery_id, "
+    "lease_until, reason, dead_letter_time"
+)
+ENTRIES = [
+    ("g1", 7, "s1", 100, 1, 1, 100, "m1", "d1", 200, None, None),
+    ("g1", 9, "s1", 101, 3, 0, 101, None, None, None, None, None),
+    ("g2", 7, "", 102, 2, 5, 102, None, None, None, "max attempts", 300),
+]
+
+
+def _to_revision(connection: Connection, target: str) -> None:
+    config = Config()
+    config.set_main_option("script_location", str(DIRECTORY))
+    config.attributes["connection"] = connection
+    current = MigrationContext.configure(connection).get_current_heads()
+    connection.commit()
+    if current and current[0] > target:
+        command.downgrade(config, target)
+    else:
+        command.upgrade(config, target)
+
+
+def _entries_and_groups(connection: Connection) -> tuple[list[tuple[object, ...]], list[str]]:
+    rows = connection.execute(
+        text(f"SELECT {ENTRY_COLUMNS} FROM consumer_group_entries ORDER BY group_id, position")
+    ).all()
+    columns = [c["name"] for c in inspect(connection).get_columns("consumer_groups")]
+    return [tuple(row) for row in rows], columns
+
+
+def _tails(connection: Connection) -> list[object]:
+    return list(connection.scalars(text("SELECT tail FROM consumer_group_entries")))
+
+
+async def test_revision_0005_keeps_every_entry_and_refuses_to_go_back_over_a_tail(
+    database_url: str,
+) -> None:
+    engine = create_async_engine(database_url)
+    try:
+        async with engine.connect() as connection:
+            await connection.run_sync(_to_revision, "0004_group_entry_indexes")
+            values = ", ".join(f":{c.strip()}" for c in ENTRY_COLUMNS.split(","))
+            names = [c.strip() for c in ENTRY_COLUMNS.split(",")]
+            await connection.execute(
+                text(f"INSERT INTO consumer_group_entries ({ENTRY_COLUMNS}) VALUES ({values})"),
+                [dict(zip(names, row, strict=True)) for row in ENTRIES],
+            )
+            await connection.commit()
+            before, old_columns = await connection.run_sync(_entries_and_groups)
+            await connection.run_sync(_to_revision, "0005_group_waiting_in_log")
+            after, new_columns = await connection.run_sync(_entries_and_groups)
+            # Written before the revision, every waiting event has its entry: none is a tail.
+            assert await connection.run_sync(_tails) == [False] * len(ENTRIES)
+            assert await connection.run_sync(differences) == []
+            await connection.execute(text("UPDATE consumer_group_entries SET tail = true"))
+            await connection.commit()
+            with pytest.raises(RuntimeError, match="2 consumer-group entries may have events"):
+                await connection.run_sync(_to_revision, "0004_group_entry_indexes")
+            await connection.rollback()
+            await connection.execute(text("UPDATE consumer_group_entries SET tail = false"))
+            await connection.commit()
+            await connection.run_sync(_to_revision, "0004_group_entry_indexes")
+            back, back_columns = await connection.run_sync(_entries_and_groups)
+    finally:
+        await engine.dispose()
+    assert before == after == back == ENTRIES
+    assert {"scanned_position", "read_position"} & set(old_columns) == {"scanned_position"}
+    assert {"scanned_position", "read_position"} & set(new_columns) == {"read_position"}
+    assert back_columns == old_columns

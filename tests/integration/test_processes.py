@@ -162,5 +162,6 @@ async def test_replicas_starting_together_on_postgresql_migrate_once(
         "0002_fill_encoded",
         "0003_consumer_groups",
         "0004_group_entry_indexes",
+        "0005_group_waiting_in_log",
     ):
         assert sum(f"applied schema revision {revision}" in log for log in logs) == 1, logs

@@ -206,3 +206,30 @@ async def test_a_rounds_requests_probe_their_entries_by_primary_key(database: Da
     else:
         lines = plan.splitlines()
         assert any("Index Cond" in line and "state" in line for line in lines), plan
+
+
+async def test_a_settled_tails_next_waiting_event_is_an_index_probe_per_key(
+    database: Database,
+) -> None:
+    # Its keys' events of a busy log, on a table not analysed yet: each settled tail's next
+    # event must come from the session (or profile) index, never from reading the log.
+    async with database.engine.begin() as connection:
+        await connection.exec_driver_sql(
+            "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 5000)"
+            " INSERT INTO system_events (position, id, type, occur_time, profile_id,"
+            " session_id, source_id, properties) SELECT i, 'e' || i, 3, 0, 'p' || (i % 50),"
+            " 's' || (i % 500), 'web', '{}' FROM n"
+        )
+    postgres = not database.is_sqlite
+    lookup = group_statements.next_waiting(postgres, Ordering.SESSION, SystemEventFilter())
+    if postgres:
+        bound = lookup.params(keys=["s1", "s2"], afters=[1, 2], up_to=4000)
+    else:
+        bound = lookup.params(pairs='[["s1", 1], ["s2", 2]]', up_to=4000)
+    plan = await explain(database, bound, discourage=False)
+    assert "ix_system_events_session_position" in plan, plan
+    assert "ix_system_events_profile_position" in plan, plan
+    if database.is_sqlite:
+        assert not any(line.startswith("SCAN system_events") for line in plan.splitlines()), plan
+    else:
+        assert "Seq Scan on system_events" not in plan, plan

@@ -48,6 +48,8 @@ class EntryState(enum.IntEnum):
     DEAD = 2
     # With per-key ordering: an earlier event of its key is still unsettled. Only the first
     # unsettled event of a key is ever PENDING or IN_FLIGHT, so dispatch needs no per-key check.
+    # Most waiting events have no entry at all: they wait in the log behind their key's tail
+    # entry (storage.groups); a redriven event waits in one of these.
     BLOCKED = 3
 
 

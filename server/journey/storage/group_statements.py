@@ -22,8 +22,10 @@ from sqlalchemy import (
     String,
     Table,
     Update,
+    and_,
     any_,
     bindparam,
+    case,
     func,
     or_,
     select,
@@ -32,7 +34,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import ARRAY
 
-from journey.domain.groups import EntryState
+from journey.domain.groups import EntryState, Ordering
 from journey.domain.model import SystemEventFilter
 from journey.storage import statements
 from journey.storage.schema import ConsumerGroupEntryRow, ConsumerGroupRow
@@ -82,20 +84,22 @@ class RoundStatements:
     by_id: Select[Any]
     # (none): the last position committed
     head: Select[Any]
-    # g, positions: (delivery_id, position, attempt, key, state) of these entries
+    # g, positions: (delivery_id, position, attempt, key, state, tail) of these entries
     at_positions: Select[Any]
     # g, positions
     delete_at: Delete
     # g, positions, now: these entries become pending, due now
     pending_at: Update
-    # g, keys: (position, attempt, encoded) of each key's first blocked entry (unordered)
+    # g, keys: (key, position, attempt, encoded) of each key's first blocked entry (unordered)
     next_blocked: Select[Any]
     # g, now, limit: (position, attempt, encoded) of pending entries due, in position order
     due: Select[Any]
-    # g, keys: which of these keys have an unsettled entry
+    # g, keys: (key, 1 if one is its tail else 0) of these keys with an unsettled entry
     headed: Select[Any]
-    # g, scanned
-    set_scanned: Update
+    # g, read
+    set_read: Update
+    # positions: (position, occur_time as stored, encoded) of these log events
+    events_at: Select[Any]
     # g, now: the first pending entry's time after now
     next_visible: Select[Any]
     # g: the first lease to run out
@@ -106,6 +110,7 @@ class RoundStatements:
 def round_statements(postgres: bool) -> RoundStatements:
     """The statements for PostgreSQL (True) or SQLite (False)."""
     e = entries.c
+    c = system_events.c
     g = bindparam("g", type_=String)
     now = bindparam("now", type_=e.visible_at.type)
     if postgres:
@@ -119,13 +124,13 @@ def round_statements(postgres: bool) -> RoundStatements:
             .render_derived()
         )
         probe = (
-            select(e.delivery_id, e.position, e.attempt, e.key, e.state)
+            select(e.delivery_id, e.position, e.attempt, e.key, e.state, e.tail)
             .where(e.group_id == g, e.position == wanted.c.position)
             .limit(1)
         ).lateral()
         at_positions = select(*probe.c).select_from(wanted.join(probe, true()))
     else:
-        at_positions = select(e.delivery_id, e.position, e.attempt, e.key, e.state).where(
+        at_positions = select(e.delivery_id, e.position, e.attempt, e.key, e.state, e.tail).where(
             e.group_id == g, among(False, e.position, "positions")
         )
     heads = (
@@ -141,7 +146,7 @@ def round_statements(postgres: bool) -> RoundStatements:
         pending_at=entries.update()
         .where(e.group_id == g, among(postgres, e.position, "positions"))
         .values(state=PENDING, visible_at=now),
-        next_blocked=select(e.position, e.attempt, system_events.c.encoded)
+        next_blocked=select(e.key, e.position, e.attempt, system_events.c.encoded)
         .join(system_events, system_events.c.position == e.position)
         .where(e.group_id == g, e.position.in_(heads.scalar_subquery())),
         due=select(e.position, e.attempt, system_events.c.encoded)
@@ -151,16 +156,19 @@ def round_statements(postgres: bool) -> RoundStatements:
         .limit(bindparam("limit", type_=BigInteger)),
         # The states spelled out: `state IN (list)` is an expanding parameter, compiled at
         # each run; SQLite turns these ORs on one column into an IN that the index serves.
-        headed=select(e.key)
+        headed=select(e.key, func.max(case((e.tail, 1), else_=0)))
         .where(
             e.group_id == g,
             among(postgres, e.key, "keys"),
             or_(*(e.state == state for state in UNSETTLED)),
         )
-        .distinct(),
-        set_scanned=groups.update()
+        .group_by(e.key),
+        set_read=groups.update()
         .where(groups.c.id == g)
-        .values(scanned_position=bindparam("scanned", type_=BigInteger)),
+        .values(read_position=bindparam("read", type_=BigInteger)),
+        events_at=select(c.position, raw(c.occur_time), c.encoded).where(
+            among(postgres, c.position, "positions")
+        ),
         next_visible=select(func.min(e.visible_at)).where(
             e.group_id == g, e.state == PENDING, e.visible_at > now
         ),
@@ -180,4 +188,72 @@ def log_page(event_filter: SystemEventFilter) -> Select[Any]:
     )
     return page.with_only_columns(
         c.position, c.session_id, c.profile_id, raw(c.occur_time), c.encoded
+    )
+
+
+def _key_is(ordering: Ordering, key: Any) -> list[ColumnElement[bool]]:
+    """The log's events of one ordering key, as one condition per index that finds them.
+
+    As domain.groups.ordering_key: SESSION keys an event by its session, or by its profile when
+    it has none; PROFILE by its profile. Each condition is served by the index on its column
+    and the position.
+    """
+    c = system_events.c
+    if ordering == Ordering.PROFILE:
+        return [c.profile_id == key]
+    return [c.session_id == key, and_(c.session_id == "", c.profile_id == key)]
+
+
+@lru_cache(maxsize=256)
+def next_waiting(
+    postgres: bool, ordering: Ordering, event_filter: SystemEventFilter
+) -> Select[Any]:
+    """Per (key, after) pair: the key's first matching event after `after`, up to `up_to`.
+
+    Rows of (key, position or NULL per condition of `_key_is`): the answer is the smallest.
+    Bound as `keys` and `afters` (PostgreSQL) or `pairs`, a JSON list of [key, after]
+    (SQLite), and `up_to`. One index probe per pair and condition, in one statement.
+    """
+    if postgres:
+        pairs: Any = (
+            func.unnest(
+                bindparam("keys", type_=ARRAY(String)), bindparam("afters", type_=ARRAY(BigInteger))
+            )
+            .table_valued("k", "a")
+            .render_derived()
+        )
+    else:
+        listed_pairs = func.json_each(bindparam("pairs", type_=String)).table_valued("value")
+        pairs = select(
+            func.json_extract(listed_pairs.c.value, "$[0]").label("k"),
+            func.json_extract(listed_pairs.c.value, "$[1]").label("a"),
+        ).subquery("w")
+    firsts = [
+        statements.system_events_page(event_filter, pairs.c.a, 1, up_to=bindparam("up_to"))
+        .with_only_columns(system_events.c.position)
+        .where(condition)
+        .scalar_subquery()
+        for condition in _key_is(ordering, pairs.c.k)
+    ]
+    return select(pairs.c.k, *firsts).select_from(pairs)
+
+
+@lru_cache(maxsize=256)
+def all_waiting(ordering: Ordering, event_filter: SystemEventFilter) -> tuple[Select[Any], ...]:
+    """One key's matching events after `after`, up to `up_to`: one statement per condition.
+
+    Rows of (position, occur_time as stored, encoded), in position order. For the rare paths
+    (a tail settled while its key has blocked entries; the counts), not for rounds.
+    """
+    c = system_events.c
+    return tuple(
+        statements.system_events_page(
+            event_filter,
+            bindparam("after", type_=BigInteger),
+            2**62,
+            up_to=bindparam("up_to", type_=BigInteger),
+        )
+        .with_only_columns(c.position, raw(c.occur_time), c.encoded)
+        .where(condition)
+        for condition in _key_is(ordering, bindparam("key", type_=String))
     )

@@ -8,10 +8,11 @@ that no commit can pass meanwhile. Nothing here raises a JourneyError after writ
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, cast
+from typing import Any, NamedTuple, TypeVar, cast
 
 from sqlalchemy import (
     ColumnElement,
@@ -23,6 +24,7 @@ from sqlalchemy import (
     exists,
     func,
     insert,
+    or_,
     select,
     text,
     update,
@@ -55,11 +57,13 @@ from journey.storage.group_statements import (
     IN_FLIGHT,
     PENDING,
     UNSETTLED,
+    all_waiting,
     among,
     entries,
     groups,
     listed,
     log_page,
+    next_waiting,
     round_statements,
     system_events,
 )
@@ -70,6 +74,7 @@ from journey.storage.schema import (
 )
 
 members = cast(Table, ConsumerGroupMemberRow.__table__)
+T = TypeVar("T")
 
 # With per-key ordering, log events read per round at most (some wait behind their keys).
 SCAN_PAGE = 5000
@@ -99,6 +104,7 @@ _NEW_ENTRIES = Bulk(
         "member_id",
         "delivery_id",
         "lease_until",
+        "tail",
     ),
     # Given as stored: integer microseconds.
     raw=("occur_time", "visible_at", "lease_until"),
@@ -128,6 +134,15 @@ _SETTLED = _entry_update(
 )
 
 
+class Finished(NamedTuple):
+    """An entry just acknowledged or dead-lettered: its key may go on."""
+
+    key: str
+    position: int
+    # It was its key's tail: the key's later events read so far wait in the log after it.
+    tail: bool
+
+
 @dataclass(frozen=True)
 class GroupRecord:
     """A group's row."""
@@ -136,7 +151,7 @@ class GroupRecord:
     name: str
     settings: GroupSettings
     create_time: datetime
-    scanned_position: int
+    read_position: int
 
 
 def _filter_json(event_filter: SystemEventFilter) -> dict[str, Any]:
@@ -168,7 +183,7 @@ def _record(row: Any) -> GroupRecord:
             ordering=Ordering(row.ordering),
         ),
         create_time=row.create_time,
-        scanned_position=row.scanned_position,
+        read_position=row.read_position,
     )
 
 
@@ -233,7 +248,7 @@ def create(
             max_attempts=settings.max_attempts,
             ordering=int(settings.ordering),
             create_time=now,
-            scanned_position=scanned,
+            read_position=scanned,
         )
     )
     return record
@@ -270,10 +285,15 @@ def state(connection: Connection, record: GroupRecord, fresh_since: datetime) ->
             e.group_id == record.id, e.state.in_(UNSETTLED)
         )
     ).one()
-    # Matching events the group has not copied yet count as pending too.
+    # Events waiting in the log behind their key's tail are pending too.
+    waiting = _all_waiting(connection, record, _tails(connection, record.id))
+    if waiting:
+        first_waiting = _as_time(min(occur for _, occur, _ in waiting))
+        oldest = first_waiting if oldest is None else min(_as_time(oldest), first_waiting)
+    # So are the matching events the group has not read yet.
     c = system_events.c
     after_scan = statements.system_events_page(
-        record.settings.event_filter, record.scanned_position, 2**62
+        record.settings.event_filter, record.read_position, 2**62
     )
     first_unscanned = connection.execute(
         after_scan.with_only_columns(c.position, c.occur_time).limit(1)
@@ -289,7 +309,7 @@ def state(connection: Connection, record: GroupRecord, fresh_since: datetime) ->
     elif first_unscanned is not None:
         floor = int(first_unscanned.position) - 1
     else:
-        floor = max(record.scanned_position, 0)
+        floor = max(record.read_position, 0)
     member_count = connection.scalar(
         select(func.count()).where(
             members.c.group_id == record.id, members.c.heartbeat_time >= fresh_since
@@ -300,7 +320,7 @@ def state(connection: Connection, record: GroupRecord, fresh_since: datetime) ->
         settings=record.settings,
         create_time=record.create_time,
         ack_floor=floor,
-        pending_count=sum(counts.get(s, 0) for s in UNSETTLED) + not_copied,
+        pending_count=sum(counts.get(s, 0) for s in UNSETTLED) + len(waiting) + not_copied,
         in_flight_count=counts.get(IN_FLIGHT, 0),
         dead_letter_count=counts.get(DEAD, 0),
         member_count=int(member_count or 0),
@@ -339,6 +359,8 @@ def redrive(connection: Connection, group_id: str, now: datetime) -> int:
             lease_until=None,
             reason=None,
             dead_letter_time=None,
+            # A dead entry is no key's tail: the key's waiting events are behind another.
+            tail=False,
         )
     )
     if result.rowcount:
@@ -382,58 +404,166 @@ def _reorder(connection: Connection, group: GroupRecord) -> None:
         )
 
 
+def _tails(connection: Connection, group_id: str) -> list[Finished]:
+    """The group's unsettled tail entries: (key, position, True)."""
+    e = entries.c
+    rows = connection.execute(
+        select(e.key, e.position).where(
+            e.group_id == group_id, e.tail, or_(*(e.state == state for state in UNSETTLED))
+        )
+    )
+    return [Finished(key, position, True) for key, position in rows]
+
+
+def _all_waiting(
+    connection: Connection, group: GroupRecord, tails: Iterable[Finished]
+) -> list[tuple[int, int, bytes]]:
+    """Every event waiting in the log behind these tails: (position, occur as stored, encoded).
+
+    One statement per tail and key condition: for the rare paths, not for every round.
+    """
+    found: list[tuple[int, int, bytes]] = []
+    for tail in tails:
+        for query in all_waiting(group.settings.ordering, group.settings.event_filter):
+            params = {"key": tail.key, "after": tail.position, "up_to": group.read_position}
+            found += [tuple(row) for row in connection.execute(query, params)]
+    return sorted(found)
+
+
+def _next_waiting(
+    connection: Connection, group: GroupRecord, tails: Sequence[Finished]
+) -> list[tuple[str, int, int, bytes]]:
+    """The first event waiting in the log behind each of these settled tails, if any.
+
+    (key, position, occur as stored, encoded) per key that has one: an index probe per tail
+    and key condition, then one read of the events found.
+    """
+    postgres = connection.dialect.name == "postgresql"
+    lookup = next_waiting(postgres, group.settings.ordering, group.settings.event_filter)
+    firsts: dict[int, str] = {}
+    for chunk in _chunks(tails):
+        if postgres:
+            params: dict[str, Any] = {
+                "keys": [t.key for t in chunk],
+                "afters": [t.position for t in chunk],
+            }
+        else:
+            params = {"pairs": json.dumps([[t.key, t.position] for t in chunk])}
+        params["up_to"] = group.read_position
+        for key, *positions in connection.execute(lookup, params):
+            found = [p for p in positions if p is not None]
+            if found:
+                firsts[min(found)] = key
+    if not firsts:
+        return []
+    sql = round_statements(postgres)
+    rows = connection.execute(sql.events_at, {"positions": listed(postgres, sorted(firsts))})
+    return [(firsts[position], position, occur, encoded) for position, occur, encoded in rows]
+
+
 def _hand_out_next(
     connection: Connection,
     group: GroupRecord,
-    keys: Iterable[str],
+    finished: Sequence[Finished],
     now: datetime,
     left: dict[str, int],
     new_id: Any,
     out: list[tuple[str, Delivery]],
 ) -> None:
-    """These keys' heads were acked or dead-lettered: hand their next entries to members with
-    room at once (one write each, not a promotion and then a delivery), the rest pending.
+    """These keys' heads were acked or dead-lettered: hand their next events to members with
+    room at once, the rest pending.
 
-    A key has at most one entry pending or in flight (the one just settled), so each key's first
-    blocked entry is its next.
+    A key's next event is its first blocked entry, if it has any (redriven events wait there,
+    before the key's later events). Otherwise, if the settled head was its key's tail, it is
+    the key's first event waiting in the log after it, which gets its entry now and is the
+    key's new tail. A tail settled while its key has blocked entries first gives every event
+    waiting behind it a blocked entry, the last of them the new tail.
     """
     postgres = connection.dialect.name == "postgresql"
     sql = round_statements(postgres)
-    nexts: list[tuple[int, int, bytes]] = []
-    for chunk in _chunks(sorted(set(keys))):
+    blocked: dict[str, tuple[int, int, bytes]] = {}
+    for chunk in _chunks(sorted({f.key for f in finished})):
+        params = {"g": group.id, "keys": listed(postgres, chunk)}
+        for key, position, attempt, encoded in connection.execute(sql.next_blocked, params):
+            blocked[key] = (position, attempt, encoded)
+    tails = [f for f in finished if f.tail]
+    behind = [t for t in tails if t.key in blocked]
+    if behind:
+        _block_waiting(connection, group, behind)
+    # (position, attempt, encoded, key and occur for an event that has no entry yet)
+    nexts: list[tuple[int, int, bytes, tuple[str, int] | None]] = [
+        (position, attempt, encoded, None) for position, attempt, encoded in blocked.values()
+    ]
+    fresh = [t for t in tails if t.key not in blocked]
+    if fresh:
         nexts += [
-            (position, attempt, encoded)
-            for position, attempt, encoded in connection.execute(
-                sql.next_blocked, {"g": group.id, "keys": listed(postgres, chunk)}
-            )
+            (position, 0, encoded, (key, occur))
+            for key, position, occur, encoded in _next_waiting(connection, group, fresh)
         ]
     if not nexts:
         return
-    nexts.sort()
+    nexts.sort(key=lambda n: n[0])
     lease = to_micros(now + group.settings.ack_timeout)
     changes: list[tuple[Any, ...]] = []
+    inserts: list[tuple[Any, ...]] = []
     handed: set[int] = set()
-    for member_id, (position, attempt, encoded) in assign(nexts, left):
+    for member_id, (position, attempt, encoded, new) in assign(nexts, left):
         left[member_id] -= 1
         delivery = Delivery(new_id(), attempt + 1, position, encoded)
         out.append((member_id, delivery))
-        changes.append(
-            (group.id, position, IN_FLIGHT, attempt + 1, member_id, delivery.delivery_id, lease)
-        )
         handed.add(position)
+        if new is None:
+            changes.append(
+                (group.id, position, IN_FLIGHT, attempt + 1, member_id, delivery.delivery_id, lease)
+            )
+        else:
+            key, occur = new
+            delivery_id = delivery.delivery_id
+            row = (group.id, position, key, occur, IN_FLIGHT, 1, 0, member_id, delivery_id, lease)
+            inserts.append((*row, True))
     _HANDED_OUT.execute(connection, changes)
-    rest = [position for position, _, _ in nexts if position not in handed]
+    visible = to_micros(now)
+    rest = []
+    for position, _, _, new in nexts:
+        if position in handed:
+            continue
+        if new is None:
+            rest.append(position)
+        else:
+            key, occur = new
+            inserts.append((group.id, position, key, occur, PENDING, 0, visible, *_NO_LEASE, True))
+    _NEW_ENTRIES.execute(connection, inserts)
     if rest:
         connection.execute(
             sql.pending_at, {"g": group.id, "positions": listed(postgres, rest), "now": now}
         )
 
 
+_NO_LEASE = (None, None, None)  # member_id, delivery_id, lease_until
+
+
+def _block_waiting(connection: Connection, group: GroupRecord, tails: Sequence[Finished]) -> None:
+    """Give the events waiting in the log behind these settled tails blocked entries.
+
+    Their keys have blocked entries (redriven events) to hand out first; what waited behind
+    the tail now waits after those, and the last of it becomes the key's tail.
+    """
+    rows: list[tuple[Any, ...]] = []
+    for tail in tails:
+        waiting = _all_waiting(connection, group, [tail])
+        for i, (position, occur, _) in enumerate(waiting):
+            last = i == len(waiting) - 1
+            rows.append(
+                (group.id, position, tail.key, occur, BLOCKED, 0, 0, None, None, None, last)
+            )
+    _NEW_ENTRIES.execute(connection, rows)
+
+
 def _no_new_ids() -> str:
     raise AssertionError("no delivery is made without a member with room")
 
 
-def _chunks(values: Sequence[str], size: int = 1000) -> Iterable[Sequence[str]]:
+def _chunks(values: Sequence[T], size: int = 1000) -> Iterable[Sequence[T]]:
     # Bound the parameters of one statement (SQLite allows 32766).
     for start in range(0, len(values), size):
         yield values[start : start + size]
@@ -456,7 +586,7 @@ def _give_back(
     """Make these in-flight entries pending again now, or dead when out of attempts."""
     e = entries.c
     rows = connection.execute(
-        select(e.position, e.key, e.attempt).where(e.group_id == group.id, where)
+        select(e.position, e.key, e.attempt, e.tail).where(e.group_id == group.id, where)
     ).all()
     if not rows:
         return 0
@@ -468,9 +598,13 @@ def _give_back(
     ]
     _change(connection, group, changes)
     if group.settings.ordering != Ordering.NONE:
-        dead_keys = [r.key for r, c in zip(rows, changes, strict=True) if c["s"] == DEAD]
+        dead = [
+            Finished(r.key, r.position, r.tail)
+            for r, c in zip(rows, changes, strict=True)
+            if c["s"] == DEAD
+        ]
         # Outside a round no member is offered work: the next entries become pending.
-        _hand_out_next(connection, group, dead_keys, now, {}, _no_new_ids, [])
+        _hand_out_next(connection, group, dead, now, {}, _no_new_ids, [])
     return len(rows)
 
 
@@ -614,7 +748,7 @@ def dispatch(
         return Round(exists=False)
     group = _record(row)
     out = Round()
-    out.settled, done_keys = _settle(connection, group, ops, now)
+    out.settled, finished = _settle(connection, group, ops, now)
     e = entries.c
     if expire:
         _give_back(
@@ -628,8 +762,8 @@ def dispatch(
     # Entries due again first (their positions are before any new event), then the next
     # events of the keys just settled, then new events.
     out.deliveries = _redeliver(connection, group, now, left, new_id)
-    if done_keys and group.settings.ordering != Ordering.NONE:
-        _hand_out_next(connection, group, done_keys, now, left, new_id, out.deliveries)
+    if finished and group.settings.ordering != Ordering.NONE:
+        _hand_out_next(connection, group, finished, now, left, new_id, out.deliveries)
     out.more = _take_new(connection, group, now, left, new_id, out.deliveries)
     if any(left.values()) or expire:
         # Idle (or a periodic round): when is the next nack delay or lease due?
@@ -639,7 +773,7 @@ def dispatch(
 
 def _settle(
     connection: Connection, group: GroupRecord, ops: Mapping[str, MemberOps], now: datetime
-) -> tuple[dict[str, tuple[list[str], list[str]]], list[str]]:
+) -> tuple[dict[str, tuple[list[str], list[str]]], list[Finished]]:
     """Every member's acks, nacks, rejects and extends, in one read and one write of each kind.
 
     Per member: the delivery ids it settled (durable once this commits) and those it sent too
@@ -653,16 +787,16 @@ def _settle(
     # Still this delivery's: not delivered again meanwhile (a redelivery has a new id).
     postgres = connection.dialect.name == "postgresql"
     sql = round_statements(postgres)
-    current: dict[str, tuple[int, int, str]] = {
-        delivery_id: (position, attempt, key)
-        for delivery_id, position, attempt, key, entry_state in connection.execute(
+    current: dict[str, tuple[int, int, str, bool]] = {
+        delivery_id: (position, attempt, key, tail)
+        for delivery_id, position, attempt, key, entry_state, tail in connection.execute(
             sql.at_positions, {"g": group.id, "positions": listed(postgres, positions)}
         )
         if entry_state in _ACTIVE
     }
     out: dict[str, tuple[list[str], list[str]]] = {}
     ack_positions: list[int] = []
-    done_keys: list[str] = []
+    done: list[Finished] = []
     changes: list[dict[str, Any]] = []
     extended: dict[str, list[int]] = {}
     for member_id, member_ops in ops.items():
@@ -671,16 +805,16 @@ def _settle(
             entry = current.get(delivery_id)
             if entry is not None and delivery_id not in settled:
                 ack_positions.append(entry[0])
-                done_keys.append(entry[2])
+                done.append(Finished(entry[2], entry[0], entry[3]))
                 settled[delivery_id] = None
         for delivery_id, delay in member_ops.nacks:
             entry = current.get(delivery_id)
             if entry is None or delivery_id in settled:
                 continue
-            position, attempt, key = entry
+            position, attempt, key, tail = entry
             if exhausted(attempt, group.settings.max_attempts):
                 changes.append(_dead(position, REASON_MAX_ATTEMPTS, now))
-                done_keys.append(key)
+                done.append(Finished(key, position, tail))
             else:
                 ack_timeout = group.settings.ack_timeout
                 wait = delay if delay is not None else backoff(attempt, ack_timeout)
@@ -691,7 +825,7 @@ def _settle(
             if entry is None or delivery_id in settled:
                 continue
             changes.append(_dead(entry[0], reason, now))
-            done_keys.append(entry[2])
+            done.append(Finished(entry[2], entry[0], entry[3]))
             settled[delivery_id] = None
         still = [current[i][0] for i in member_ops.extends if i in current and i not in settled]
         if still:
@@ -720,7 +854,7 @@ def _settle(
             )
             .values(lease_until=now + group.settings.ack_timeout)
         )
-    return out, done_keys
+    return out, done
 
 
 def at_positions(postgres: bool, group_id: str, positions: Sequence[int]) -> Any:
@@ -749,12 +883,14 @@ def _take_new(
     new_id: Any,
     out: list[tuple[str, Delivery]],
 ) -> bool:
-    """Hand out log events after scanned_position to the members' free slots; True: go on.
+    """Hand out log events after read_position to the members' free slots; True: go on.
 
-    An event gets its entry only here, as it is delivered (IN_FLIGHT), or, with per-key
-    ordering, when an earlier event of its key is still unsettled (BLOCKED). Events after
-    the last one taken stay in the log (they count as pending) until a member has room: so
-    an event costs one insert and one delete, not an insert, an update and a delete.
+    An event gets its entry only here, as it is delivered (IN_FLIGHT). With per-key ordering,
+    an event whose key has an unsettled entry waits: in the log, behind the key's tail entry,
+    with no write at all; or, when the key's unsettled entries have no tail (they were
+    redriven), in a BLOCKED entry that becomes the tail. Events after the last one taken stay
+    in the log (they count as pending) until a member has room: so an event costs one insert
+    and one delete.
     """
     room = sum(left.values())
     if room <= 0:
@@ -762,17 +898,17 @@ def _take_new(
     postgres = connection.dialect.name == "postgresql"
     sql = round_statements(postgres)
     head = int(connection.scalar(sql.head) or 0)
-    if head <= group.scanned_position:
+    if head <= group.read_position:
         return False
     ordering = group.settings.ordering
     # With ordering, some events read may wait behind their keys: read ahead of the room.
     limit = room if ordering == Ordering.NONE else min(SCAN_PAGE, max(4 * room, 100))
     # Rows as plain tuples, the time as stored: each is copied into an entry as it is.
-    page = {"after": group.scanned_position, "limit": limit, "up_to": head}
+    page = {"after": group.read_position, "limit": limit, "up_to": head}
     rows: Sequence[Any] = connection.execute(log_page(group.settings.event_filter), page).all()
-    scanned = head if len(rows) < limit else rows[-1][0]
+    read = head if len(rows) < limit else rows[-1][0]
     taken: list[tuple[int, str, int, bytes]] = []
-    waiting: list[tuple[int, str, int]] = []
+    blocked: list[tuple[int, str, int]] = []
     if ordering == Ordering.NONE:
         # Read no further than the room: every row is taken.
         taken = [(position, "", occur, encoded) for position, _, _, occur, encoded in rows]
@@ -781,21 +917,27 @@ def _take_new(
             (position, ordering_key(ordering, session_id, profile_id), occur, encoded)
             for position, session_id, profile_id, occur, encoded in rows
         ]
-        headed: set[str] = set()
+        # Per key with an unsettled entry: whether one is its tail.
+        headed: dict[str, bool] = {}
         for chunk in _chunks(sorted({key for _, key, _, _ in keyed})):
             params = {"g": group.id, "keys": listed(postgres, chunk)}
-            headed.update(connection.scalars(sql.headed, params))
+            headed.update((key, bool(tail)) for key, tail in connection.execute(sql.headed, params))
         for position, key, occur, encoded in keyed:
-            if key in headed:
-                waiting.append((position, key, occur))
+            has_tail = headed.get(key)
+            if has_tail:
+                continue  # waits in the log behind the tail
+            if has_tail is False:
+                blocked.append((position, key, occur))
+                headed[key] = True
                 continue
             if len(taken) == room:
                 # No slot for this one: it and what follows stay in the log.
-                scanned = position - 1
+                read = position - 1
                 break
-            headed.add(key)
+            headed[key] = True
             taken.append((position, key, occur, encoded))
     lease = to_micros(now + group.settings.ack_timeout)
+    tail = ordering != Ordering.NONE
     values: list[tuple[Any, ...]] = []
     group_id = group.id
     for member_id, (position, key, occur, encoded) in assign(taken, left):
@@ -803,16 +945,16 @@ def _take_new(
         delivery_id = new_id()
         out.append((member_id, Delivery(delivery_id, 1, position, encoded)))
         values.append(
-            (group_id, position, key, occur, IN_FLIGHT, 1, 0, member_id, delivery_id, lease)
+            (group_id, position, key, occur, IN_FLIGHT, 1, 0, member_id, delivery_id, lease, tail)
         )
     values += [
-        (group_id, position, key, occur, BLOCKED, 0, 0, None, None, None)
-        for position, key, occur in waiting
+        (group_id, position, key, occur, BLOCKED, 0, 0, None, None, None, True)
+        for position, key, occur in blocked
     ]
     _NEW_ENTRIES.execute(connection, values)
-    connection.execute(sql.set_scanned, {"g": group.id, "scanned": scanned})
+    connection.execute(sql.set_read, {"g": group.id, "read": read})
     # Every row read was taken or waits, and there may be more: another round at once.
-    return len(rows) == limit and scanned == rows[-1][0] and any(left.values())
+    return len(rows) == limit and read == rows[-1][0] and any(left.values())
 
 
 def eligible(group: GroupRecord, now: datetime, limit: int) -> Any:

@@ -5,7 +5,18 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Dialect, Index, Integer, LargeBinary, SmallInteger, String
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Dialect,
+    Index,
+    Integer,
+    LargeBinary,
+    SmallInteger,
+    String,
+    false,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
@@ -132,7 +143,7 @@ class SystemEventRow(Base):
 
 
 class ConsumerGroupRow(Base):
-    """A consumer group's settings, and how far it has copied the log into its entries."""
+    """A consumer group's settings, and how far it has read the log."""
 
     __tablename__ = "consumer_groups"
 
@@ -144,9 +155,10 @@ class ConsumerGroupRow(Base):
     max_attempts: Mapped[int] = mapped_column(Integer)
     ordering: Mapped[int] = mapped_column(SmallInteger)
     create_time: Mapped[datetime] = mapped_column(UtcMicros())
-    # Every matching event up to here has an entry (or was acknowledged): the scan goes on
-    # after it. Advanced under the writer's lock, so no replica skips or repeats an event.
-    scanned_position: Mapped[int] = mapped_column(BigInteger)
+    # Every matching event up to here has an entry, was acknowledged, or waits in the log
+    # behind its key's tail entry: reading goes on after it. Advanced under the writer's lock,
+    # so no replica skips or repeats an event. (scanned_position before revision 0005.)
+    read_position: Mapped[int] = mapped_column(BigInteger)
 
 
 class ConsumerGroupEntryRow(Base):
@@ -182,6 +194,10 @@ class ConsumerGroupEntryRow(Base):
     # Set when dead-lettered.
     reason: Mapped[str | None] = mapped_column(String(1024), nullable=True)
     dead_letter_time: Mapped[datetime | None] = mapped_column(UtcMicros(), nullable=True)
+    # With per-key ordering, on an unsettled entry: the newest of its key read from the log.
+    # The key's matching events after it, up to the group's read_position, have no entry:
+    # they wait in the log, and are looked up when this one is settled (revision 0005).
+    tail: Mapped[bool] = mapped_column(Boolean, server_default=false())
 
 
 class ConsumerGroupMemberRow(Base):
