@@ -26,6 +26,8 @@ from journey.domain.rules import Outcome
 from journey.storage.database import Database, open_database
 from journey.storage.queries import Queries
 from journey.storage.unit_of_work import Keys, UnitOfWork
+from journey.storage.waiting_cache import INFO_KEY as WAITING_INFO_KEY
+from journey.storage.waiting_cache import WaitingCache
 from journey.storage.writer import Writer
 from journey_client import pb
 from tests.conftest import SettingsFactory
@@ -190,3 +192,35 @@ async def test_a_session_is_read_as_committed_never_as_a_failed_batch_left_it(
         assert len(session_reads) == 1
     else:
         assert len(session_reads) == 3
+
+
+async def test_the_waiting_cache_is_the_lone_writers_and_a_failed_transaction_empties_it(
+    database: Database,
+) -> None:
+    def cache_of(uow: UnitOfWork) -> WaitingCache | None:
+        cache: WaitingCache | None = uow.connection.info.get(WAITING_INFO_KEY)
+        return cache
+
+    def hold_then_fail(uow: UnitOfWork) -> None:
+        cache = cache_of(uow)
+        assert cache is not None
+        cache.start("g", "k")
+        cache.add("g", "k", (1, 0, b""))
+        raise RuntimeError("after the cache changed, before the commit")
+
+    def held(uow: UnitOfWork) -> tuple[bool, int] | None:
+        cache = cache_of(uow)
+        return None if cache is None else (cache.holds("g", "k"), len(cache))
+
+    writer = Writer(database, lambda *_: None, encode)
+    await writer.start()
+    try:
+        if not database.is_sqlite:
+            # Other replicas change the same groups: nothing may be trusted between rounds.
+            assert await writer.submit(held) is None
+            return
+        with pytest.raises(RuntimeError):
+            await writer.submit(hold_then_fail)
+        assert await writer.submit(held) == (False, 0)
+    finally:
+        await writer.close()

@@ -292,14 +292,14 @@ async def test_revision_0005_keeps_every_entry_and_refuses_to_go_back_over_a_tai
             await connection.run_sync(_to_revision, "0005_group_waiting_in_log")
             after, new_columns = await connection.run_sync(_entries_and_groups)
             # Written before the revision, every waiting event has its entry: none is a tail.
-            assert await connection.run_sync(_tails) == [False] * len(ENTRIES)
+            assert await connection.run_sync(_tails) == [0] * len(ENTRIES)
             assert await connection.run_sync(differences) == []
-            await connection.execute(text("UPDATE consumer_group_entries SET tail = true"))
+            await connection.execute(text("UPDATE consumer_group_entries SET tail = 1"))
             await connection.commit()
             with pytest.raises(RuntimeError, match="2 consumer-group entries may have events"):
                 await connection.run_sync(_to_revision, "0004_group_entry_indexes")
             await connection.rollback()
-            await connection.execute(text("UPDATE consumer_group_entries SET tail = false"))
+            await connection.execute(text("UPDATE consumer_group_entries SET tail = 0"))
             await connection.commit()
             await connection.run_sync(_to_revision, "0004_group_entry_indexes")
             back, back_columns = await connection.run_sync(_entries_and_groups)

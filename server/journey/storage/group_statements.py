@@ -25,7 +25,6 @@ from sqlalchemy import (
     and_,
     any_,
     bindparam,
-    case,
     func,
     or_,
     select,
@@ -156,7 +155,7 @@ def round_statements(postgres: bool) -> RoundStatements:
         .limit(bindparam("limit", type_=BigInteger)),
         # The states spelled out: `state IN (list)` is an expanding parameter, compiled at
         # each run; SQLite turns these ORs on one column into an IN that the index serves.
-        headed=select(e.key, func.max(case((e.tail, 1), else_=0)))
+        headed=select(e.key, func.max(e.tail))
         .where(
             e.group_id == g,
             among(postgres, e.key, "keys"),

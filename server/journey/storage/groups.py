@@ -72,6 +72,7 @@ from journey.storage.schema import (
     UtcMicros,
     to_micros,
 )
+from journey.storage.waiting_cache import INFO_KEY, UNKNOWN, WaitingCache
 
 members = cast(Table, ConsumerGroupMemberRow.__table__)
 T = TypeVar("T")
@@ -107,7 +108,7 @@ _NEW_ENTRIES = Bulk(
         "tail",
     ),
     # Given as stored: integer microseconds.
-    raw=("occur_time", "visible_at", "lease_until"),
+    raw=("occur_time", "visible_at", "lease_until", "tail"),
 )
 
 
@@ -139,8 +140,8 @@ class Finished(NamedTuple):
 
     key: str
     position: int
-    # It was its key's tail: the key's later events read so far wait in the log after it.
-    tail: bool
+    # 1: it was its key's tail (the key's later events read so far wait in the log after it).
+    tail: int
 
 
 @dataclass(frozen=True)
@@ -185,6 +186,18 @@ def _record(row: Any) -> GroupRecord:
         create_time=row.create_time,
         read_position=row.read_position,
     )
+
+
+def _cache(connection: Connection) -> WaitingCache | None:
+    """The writer's cache of waiting events, if it keeps one (SQLite: storage/waiting_cache.py)."""
+    cache: WaitingCache | None = connection.info.get(INFO_KEY)
+    return cache
+
+
+def _forget(connection: Connection, group_id: str, key: str | None = None) -> None:
+    cache = _cache(connection)
+    if cache is not None:
+        cache.forget(group_id, key)
 
 
 def _among(connection: Connection, column: Any, values: Iterable[Any]) -> ColumnElement[bool]:
@@ -262,6 +275,7 @@ def remove(connection: Connection, name: str) -> str:
     connection.execute(delete(entries).where(entries.c.group_id == record.id))
     connection.execute(delete(members).where(members.c.group_id == record.id))
     connection.execute(delete(groups).where(groups.c.id == record.id))
+    _forget(connection, record.id)
     notify(connection, record.id)
     return record.id
 
@@ -360,10 +374,11 @@ def redrive(connection: Connection, group_id: str, now: datetime) -> int:
             reason=None,
             dead_letter_time=None,
             # A dead entry is no key's tail: the key's waiting events are behind another.
-            tail=False,
+            tail=0,
         )
     )
     if result.rowcount:
+        _forget(connection, group_id)
         group = by_id(connection, group_id)
         if group is not None and group.settings.ordering != Ordering.NONE:
             _reorder(connection, group)
@@ -409,10 +424,10 @@ def _tails(connection: Connection, group_id: str) -> list[Finished]:
     e = entries.c
     rows = connection.execute(
         select(e.key, e.position).where(
-            e.group_id == group_id, e.tail, or_(*(e.state == state for state in UNSETTLED))
+            e.group_id == group_id, e.tail == 1, or_(*(e.state == state for state in UNSETTLED))
         )
     )
-    return [Finished(key, position, True) for key, position in rows]
+    return [Finished(key, position, 1) for key, position in rows]
 
 
 def _all_waiting(
@@ -481,6 +496,22 @@ def _hand_out_next(
     """
     postgres = connection.dialect.name == "postgresql"
     sql = round_statements(postgres)
+    # (position, attempt, encoded, key and occur for an event that has no entry yet)
+    nexts: list[tuple[int, int, bytes, tuple[str, int] | None]] = []
+    waiting = _cache(connection)
+    if waiting is not None:
+        # A key the cache holds has no blocked entry, and its settled entry was its tail.
+        unknown: list[Finished] = []
+        for f in finished:
+            if not f.tail:
+                waiting.forget(group.id, f.key)  # not held then; just in case
+            found = waiting.take(group.id, f.key) if f.tail else UNKNOWN
+            if found is UNKNOWN:
+                unknown.append(f)
+            elif found is not None:
+                position, occur, encoded = found
+                nexts.append((position, 0, encoded, (f.key, occur)))
+        finished = unknown
     blocked: dict[str, tuple[int, int, bytes]] = {}
     for chunk in _chunks(sorted({f.key for f in finished})):
         params = {"g": group.id, "keys": listed(postgres, chunk)}
@@ -490,10 +521,7 @@ def _hand_out_next(
     behind = [t for t in tails if t.key in blocked]
     if behind:
         _block_waiting(connection, group, behind)
-    # (position, attempt, encoded, key and occur for an event that has no entry yet)
-    nexts: list[tuple[int, int, bytes, tuple[str, int] | None]] = [
-        (position, attempt, encoded, None) for position, attempt, encoded in blocked.values()
-    ]
+    nexts += [(position, attempt, encoded, None) for position, attempt, encoded in blocked.values()]
     fresh = [t for t in tails if t.key not in blocked]
     if fresh:
         nexts += [
@@ -520,7 +548,7 @@ def _hand_out_next(
             key, occur = new
             delivery_id = delivery.delivery_id
             row = (group.id, position, key, occur, IN_FLIGHT, 1, 0, member_id, delivery_id, lease)
-            inserts.append((*row, True))
+            inserts.append((*row, 1))
     _HANDED_OUT.execute(connection, changes)
     visible = to_micros(now)
     rest = []
@@ -531,7 +559,7 @@ def _hand_out_next(
             rest.append(position)
         else:
             key, occur = new
-            inserts.append((group.id, position, key, occur, PENDING, 0, visible, *_NO_LEASE, True))
+            inserts.append((group.id, position, key, occur, PENDING, 0, visible, *_NO_LEASE, 1))
     _NEW_ENTRIES.execute(connection, inserts)
     if rest:
         connection.execute(
@@ -550,11 +578,12 @@ def _block_waiting(connection: Connection, group: GroupRecord, tails: Sequence[F
     """
     rows: list[tuple[Any, ...]] = []
     for tail in tails:
+        _forget(connection, group.id, tail.key)
         waiting = _all_waiting(connection, group, [tail])
         for i, (position, occur, _) in enumerate(waiting):
             last = i == len(waiting) - 1
             rows.append(
-                (group.id, position, tail.key, occur, BLOCKED, 0, 0, None, None, None, last)
+                (group.id, position, tail.key, occur, BLOCKED, 0, 0, None, None, None, int(last))
             )
     _NEW_ENTRIES.execute(connection, rows)
 
@@ -797,6 +826,8 @@ def _settle(
     out: dict[str, tuple[list[str], list[str]]] = {}
     ack_positions: list[int] = []
     done: list[Finished] = []
+    # Without ordering no key waits: nothing to hand on (a tenth of a NONE round's work).
+    ordered = group.settings.ordering != Ordering.NONE
     changes: list[dict[str, Any]] = []
     extended: dict[str, list[int]] = {}
     for member_id, member_ops in ops.items():
@@ -805,7 +836,8 @@ def _settle(
             entry = current.get(delivery_id)
             if entry is not None and delivery_id not in settled:
                 ack_positions.append(entry[0])
-                done.append(Finished(entry[2], entry[0], entry[3]))
+                if ordered:
+                    done.append(Finished(entry[2], entry[0], entry[3]))
                 settled[delivery_id] = None
         for delivery_id, delay in member_ops.nacks:
             entry = current.get(delivery_id)
@@ -917,15 +949,20 @@ def _take_new(
             (position, ordering_key(ordering, session_id, profile_id), occur, encoded)
             for position, session_id, profile_id, occur, encoded in rows
         ]
-        # Per key with an unsettled entry: whether one is its tail.
-        headed: dict[str, bool] = {}
-        for chunk in _chunks(sorted({key for _, key, _, _ in keyed})):
+        # Per key with an unsettled entry: whether one is its tail. A key the cache holds has.
+        waiting = _cache(connection)
+        keys = {key for _, key, _, _ in keyed}
+        headed = {} if waiting is None else {k: True for k in keys if waiting.holds(group.id, k)}
+        for chunk in _chunks(sorted(keys - set(headed))):
             params = {"g": group.id, "keys": listed(postgres, chunk)}
             headed.update((key, bool(tail)) for key, tail in connection.execute(sql.headed, params))
         for position, key, occur, encoded in keyed:
             has_tail = headed.get(key)
             if has_tail:
-                continue  # waits in the log behind the tail
+                # Waits in the log behind the tail.
+                if waiting is not None:
+                    waiting.add(group.id, key, (position, occur, encoded))
+                continue
             if has_tail is False:
                 blocked.append((position, key, occur))
                 headed[key] = True
@@ -936,8 +973,10 @@ def _take_new(
                 break
             headed[key] = True
             taken.append((position, key, occur, encoded))
+            if waiting is not None:
+                waiting.start(group.id, key)
     lease = to_micros(now + group.settings.ack_timeout)
-    tail = ordering != Ordering.NONE
+    tail = int(ordering != Ordering.NONE)
     values: list[tuple[Any, ...]] = []
     group_id = group.id
     for member_id, (position, key, occur, encoded) in assign(taken, left):
@@ -948,7 +987,7 @@ def _take_new(
             (group_id, position, key, occur, IN_FLIGHT, 1, 0, member_id, delivery_id, lease, tail)
         )
     values += [
-        (group_id, position, key, occur, BLOCKED, 0, 0, None, None, None, True)
+        (group_id, position, key, occur, BLOCKED, 0, 0, None, None, None, 1)
         for position, key, occur in blocked
     ]
     _NEW_ENTRIES.execute(connection, values)

@@ -8,14 +8,13 @@ from typing import Any
 from sqlalchemy import (
     JSON,
     BigInteger,
-    Boolean,
     Dialect,
     Index,
     Integer,
     LargeBinary,
     SmallInteger,
     String,
-    false,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
@@ -197,7 +196,9 @@ class ConsumerGroupEntryRow(Base):
     # With per-key ordering, on an unsettled entry: the newest of its key read from the log.
     # The key's matching events after it, up to the group's read_position, have no entry:
     # they wait in the log, and are looked up when this one is settled (revision 0005).
-    tail: Mapped[bool] = mapped_column(Boolean, server_default=false())
+    # 1 or 0 rather than a boolean: pysqlite binds a Python bool through its adapter lookup,
+    # which raised and formatted an error for each entry written.
+    tail: Mapped[int] = mapped_column(SmallInteger, server_default=text("0"))
 
 
 class ConsumerGroupMemberRow(Base):

@@ -25,6 +25,8 @@ from journey.storage.listen import CHANNEL
 from journey.storage.row_cache import RowCache
 from journey.storage.schema import SystemEventRow
 from journey.storage.unit_of_work import Keys, UnitOfWork
+from journey.storage.waiting_cache import INFO_KEY as WAITING_INFO_KEY
+from journey.storage.waiting_cache import WaitingCache
 
 log = logging.getLogger(__name__)
 
@@ -118,6 +120,8 @@ class Writer:
         # profiles this one committed are still the stored ones: a group commit takes them
         # from here rather than reading them back. Not so on PostgreSQL.
         self._cache = None if self._shared else RowCache()
+        # Likewise the events its group rounds saw wait behind their keys (waiting_cache.py).
+        self._waiting = None if self._shared else WaitingCache()
         # PostgreSQL: the writer's own connection between group commits (_on_held_connection),
         # and whether the current transaction has run a statement on it yet.
         self._held: AsyncConnection | None = None
@@ -294,10 +298,13 @@ class Writer:
     def _forget_rows(self) -> None:
         if self._cache is not None:
             self._cache.clear()
+        if self._waiting is not None:
+            self._waiting.clear()
 
     def _in_thread(self, batch: list[_Item[Any]]) -> _Committed:
         assert self._database.writer_engine is not None
         with self._database.writer_engine.begin() as connection:
+            connection.info[WAITING_INFO_KEY] = self._waiting
             done = self._transaction(connection, batch)
         # Committed: from now on these rows are the stored ones.
         if self._cache is not None:

@@ -5,7 +5,7 @@ BLOCKED entry: inserted, later updated to be handed out, then deleted at its ack
 newest entry of a key read from the log is marked as its `tail`, and the key's later events
 read since wait in the log behind it; when the tail is settled, its key's next event is looked
 up in the log by the session or profile index. Rows written before this revision have no tail
-(false), which keeps their meaning: every waiting event of theirs has its entry.
+(0), which keeps their meaning: every waiting event of theirs has its entry.
 
 `consumer_groups.scanned_position` becomes `read_position`. Its meaning changed (an event up to
 it may now wait in the log, with no entry), so a replica of an earlier release, which would
@@ -31,7 +31,7 @@ def upgrade() -> None:
     """Add the tail flag; rename the scan position."""
     op.add_column(
         "consumer_group_entries",
-        sa.Column("tail", sa.Boolean(), nullable=False, server_default=sa.false()),
+        sa.Column("tail", sa.SmallInteger(), nullable=False, server_default=sa.text("0")),
     )
     op.execute("ALTER TABLE consumer_groups RENAME COLUMN scanned_position TO read_position")
 
@@ -43,7 +43,7 @@ def downgrade() -> None:
     acknowledged.
     """
     tails = op.get_bind().scalar(
-        sa.text("SELECT count(*) FROM consumer_group_entries WHERE tail AND state <> 2")
+        sa.text("SELECT count(*) FROM consumer_group_entries WHERE tail = 1 AND state <> 2")
     )
     if tails:
         raise RuntimeError(
