@@ -420,7 +420,7 @@ def _reorder(connection: Connection, group: GroupRecord) -> None:
 
 
 def _tails(connection: Connection, group_id: str) -> list[Finished]:
-    """The group's unsettled tail entries: (key, position, True)."""
+    """The group's unsettled tail entries."""
     e = entries.c
     rows = connection.execute(
         select(e.key, e.position).where(
