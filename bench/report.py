@@ -312,44 +312,39 @@ def markdown(doc: dict[str, Any]) -> str:
             *notes,
             "",
             *_overhead_markdown(doc.get("metrics_overhead", [])),
-            *_interleaved_markdown(doc.get("metrics_overhead_interleaved")),
-            *_against_baseline_markdown(doc.get("track_against_baseline_interleaved")),
+            *_interleaved_markdown(
+                doc.get("metrics_overhead_interleaved"),
+                "Metrics overhead, interleaved",
+                ("off", "on"),
+            ),
+            *_interleaved_markdown(
+                doc.get("track_against_baseline_interleaved"),
+                "Track of 1 against the baseline, interleaved",
+            ),
             *_groups_markdown(doc.get("groups_against_nats_interleaved")),
             *_versus_markdown(doc.get("versus_nats", {})),
         ]
     )
 
 
-def _interleaved_markdown(ab: dict[str, Any] | None) -> list[str]:
+def _interleaved_markdown(
+    ab: dict[str, Any] | None, title: str, labels: tuple[str, str] | None = None
+) -> list[str]:
+    """One interleaved comparison (bench/interleaved.py) of A and B, named by `labels`."""
     if not ab:
         return []
     a, b = ab["a"], ab["b"]
+    la, lb = labels or (a, b)
     return [
-        f"Interleaved ({ab['rounds']} rounds of scenario 1, both servers up, each round in a "
-        "random order): median calls/s "
-        f"{_number(ab['calls_per_s'][a])} off, {_number(ab['calls_per_s'][b])} on; median of "
-        f"the rounds' on / off ratios **{ab['median_ratio']:.3f}** (target {ab['target']}, "
-        f"met: {'yes' if ab['met'] else 'no'}); server CPU per call "
-        f"{ab['server_cpu_ms_per_call'][a]:.3f} ms off, "
-        f"{ab['server_cpu_ms_per_call'][b]:.3f} ms on.",
-        "",
-    ]
-
-
-def _against_baseline_markdown(ab: dict[str, Any] | None) -> list[str]:
-    if not ab:
-        return []
-    a, b = ab["a"], ab["b"]
-    return [
-        "### Track of 1 against the baseline, interleaved",
+        f"### {title}",
         "",
         f"{ab['rounds']} rounds of scenario 1, both servers up, each round in a random order: "
-        f"median calls/s {_number(ab['calls_per_s'][a])} {a}, {_number(ab['calls_per_s'][b])} "
-        f"{b}; median of the rounds' {b} / {a} ratios **{ab['median_ratio']:.3f}** (target "
+        f"median calls/s {_number(ab['calls_per_s'][a])} {la}, {_number(ab['calls_per_s'][b])} "
+        f"{lb}; median of the rounds' {lb} / {la} ratios **{ab['median_ratio']:.3f}** (target "
         f"{ab['target']}, met: {'yes' if ab['met'] else 'no'}); each round's ratio "
         f"{', '.join(f'{r:.2f}' for r in ab['ratios'])}; server CPU per call "
-        f"{ab['server_cpu_ms_per_call'][a]:.3f} ms {a}, "
-        f"{ab['server_cpu_ms_per_call'][b]:.3f} ms {b}.",
+        f"{ab['server_cpu_ms_per_call'][a]:.3f} ms {la}, "
+        f"{ab['server_cpu_ms_per_call'][b]:.3f} ms {lb}.",
         "",
     ]
 

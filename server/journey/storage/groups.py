@@ -500,11 +500,9 @@ def _hand_out_next(
     nexts: list[tuple[int, int, bytes, tuple[str, int] | None]] = []
     waiting = _cache(connection)
     if waiting is not None:
-        # A key the cache holds has no blocked entry, and its settled entry was its tail.
+        # A key the cache holds has no entry but its tail, and no blocked one.
         unknown: list[Finished] = []
         for f in finished:
-            if not f.tail:
-                waiting.forget(group.id, f.key)  # not held then; just in case
             found = waiting.take(group.id, f.key) if f.tail else UNKNOWN
             if found is UNKNOWN:
                 unknown.append(f)
