@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any
 
-from sqlalchemy import bindparam, create_engine, insert, select, update
+from sqlalchemy import bindparam, create_engine, event, insert, select, update
 from sqlalchemy.dialects.postgresql import asyncpg
 
 from journey.storage import statements
-from journey.storage.bulk import Bulk
+from journey.storage.bulk import MAX_ROWS_PER_INSERT, Bulk
 from journey.storage.schema import Base
 
 T = statements.tracked_events
@@ -36,8 +37,32 @@ def test_rows_through_the_types_bind_processors_in_the_statements_column_order()
 def test_asyncpg_gets_its_own_sql_without_returning() -> None:
     # Its DB-API module only for the types' bind processors: nothing connects.
     dialect = asyncpg.dialect(dbapi=asyncpg.dialect.import_dbapi())  # type: ignore[no-untyped-call]
-    sql, convert = Bulk(insert(T), NAMES)._compile(dialect)
-    assert sql.startswith("INSERT INTO tracked_events (event_id,")
-    assert "$8" in sql
-    assert "RETURNING" not in sql
-    assert convert(ROW)[4] == int(WHEN.timestamp()) * 1_000_000 + 123456
+    compiled = Bulk(insert(T), NAMES)._compile(dialect)
+    assert compiled.sql.startswith("INSERT INTO tracked_events (event_id,")
+    assert "$8" in compiled.sql
+    assert "RETURNING" not in compiled.sql
+    assert compiled.convert(ROW)[4] == int(WHEN.timestamp()) * 1_000_000 + 123456
+    # asyncpg's executemany already pipelines the rows: no INSERT of many rows there.
+    assert compiled.values is None
+
+
+def test_sqlite_inserts_many_rows_per_statement_in_their_order() -> None:
+    engine = create_engine("sqlite://")
+    Base.metadata.create_all(engine)
+    statements_run: list[tuple[str, int]] = []
+
+    @event.listens_for(engine, "before_cursor_execute")
+    def count(_c: Any, _cursor: Any, sql: str, parameters: Any, _ctx: Any, many: bool) -> None:
+        if sql.startswith("INSERT"):
+            statements_run.append((sql, len(parameters) if many else 1))
+
+    rows = [(f"e{i:04}", *ROW[1:]) for i in range(MAX_ROWS_PER_INSERT + 45)]
+    with engine.begin() as connection:
+        Bulk(insert(T), NAMES).execute(connection, rows)
+        Bulk(insert(T), NAMES).execute(connection, [("one", *ROW[1:])])
+        stored = connection.execute(select(*(T.c[n] for n in NAMES)).order_by(T.c.seq)).all()
+    assert [tuple(r) for r in stored] == [*rows, ("one", *ROW[1:])]
+    # 301 rows: 256 + 32 + 8 + 4 + 1, each chunk one statement; then the lone row.
+    per_statement = [sql.count("(?") for sql, _ in statements_run]
+    assert per_statement == [256, 32, 8, 4, 1, 1]
+    assert all(executions == 1 for _, executions in statements_run)

@@ -95,7 +95,12 @@ async def open_database(
         pragmas = _sqlite_pragmas(sqlite_synchronous)
         event.listen(engine.sync_engine, "connect", pragmas)
         if _is_sqlite_file(engine.url):
-            writer_engine = create_engine(engine.url.set(drivername="sqlite+pysqlite"))
+            # pysqlite keeps 128 prepared statements per connection by default; the writer's
+            # lookups and many-row INSERTs come in several sizes each (storage/bulk.py).
+            writer_engine = create_engine(
+                engine.url.set(drivername="sqlite+pysqlite"),
+                connect_args={"cached_statements": 512},
+            )
             event.listen(writer_engine, "connect", pragmas)
     try:
         migration = await migrate.upgrade(engine, encode)
