@@ -528,7 +528,8 @@ def _hand_out_next(
         ]
     if not nexts:
         return
-    nexts.sort(key=lambda n: n[0])
+    # By position (unique, so no later item of a tuple is ever compared).
+    nexts.sort()
     lease = to_micros(now + group.settings.ack_timeout)
     changes: list[tuple[Any, ...]] = []
     inserts: list[tuple[Any, ...]] = []
@@ -545,8 +546,9 @@ def _hand_out_next(
         else:
             key, occur = new
             delivery_id = delivery.delivery_id
-            row = (group.id, position, key, occur, IN_FLIGHT, 1, 0, member_id, delivery_id, lease)
-            inserts.append((*row, 1))
+            inserts.append(
+                (group.id, position, key, occur, IN_FLIGHT, 1, 0, member_id, delivery_id, lease, 1)
+            )
     _HANDED_OUT.execute(connection, changes)
     visible = to_micros(now)
     rest = []
