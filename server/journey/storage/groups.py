@@ -820,7 +820,7 @@ def _settle(
         delivery_id: (position, attempt, key, tail)
         for delivery_id, position, attempt, key, entry_state, tail in connection.execute(
             sql.at_positions, {"g": group.id, "positions": listed(postgres, positions)}
-        )
+        ).all()
         if entry_state in _ACTIVE
     }
     out: dict[str, tuple[list[str], list[str]]] = {}
