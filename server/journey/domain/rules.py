@@ -102,7 +102,7 @@ def decide_track(
         seen.add(event_id)
         event_ids.append(event_id)
         # Most clients send ids: copy the event only when it needs one.
-        fresh.append(event if event.id else replace(event, id=event_id))
+        fresh.append(event if event.id else event._replace(id=event_id))
 
     if not fresh:
         # A retry of a call that was stored already: answer as the original call did.

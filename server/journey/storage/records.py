@@ -114,7 +114,9 @@ def _shape(cls: type) -> _Shape:
     # and a per-value isinstance were most of its cost.
     hints = typing.get_type_hints(cls)
     skipped = _NOT_STORED.get(cls, frozenset())
-    names = tuple(f.name for f in dataclasses.fields(cls) if f.name not in skipped)
+    # Dataclasses, or named tuples (the records made once per event: domain/model.py).
+    fields = getattr(cls, "_fields", None) or [f.name for f in dataclasses.fields(cls)]
+    names = tuple(name for name in fields if name not in skipped)
     enums = tuple(i for i, n in enumerate(names) if hints[n] in (SessionState, SystemEventType))
     if len(names) < 2:
         raise TypeError(f"{cls.__name__} has fewer than two fields")  # attrgetter's shape
