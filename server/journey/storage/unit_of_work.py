@@ -237,7 +237,7 @@ class UnitOfWork:
         return counts
 
     def flush(self) -> None:
-        """Write everything staged: one executemany per table and kind."""
+        """Write everything staged: one bulk statement per table and kind (storage/bulk.py)."""
         connection = self._connection
         for inserts, updates, staged, new in (
             (_PROFILE_INSERTS, _PROFILE_UPDATES, self._profiles, self._new_profiles),
