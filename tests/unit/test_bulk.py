@@ -9,7 +9,7 @@ from sqlalchemy import bindparam, create_engine, event, insert, select, update
 from sqlalchemy.dialects.postgresql import asyncpg
 
 from journey.storage import statements
-from journey.storage.bulk import MAX_ROWS_PER_INSERT, Bulk
+from journey.storage.bulk import SQLITE_MAX_VALUES, Bulk
 from journey.storage.schema import Base
 
 T = statements.tracked_events
@@ -56,13 +56,15 @@ def test_sqlite_inserts_many_rows_per_statement_in_their_order() -> None:
         if sql.startswith("INSERT"):
             statements_run.append((sql, len(parameters) if many else 1))
 
-    rows = [(f"e{i:04}", *ROW[1:]) for i in range(MAX_ROWS_PER_INSERT + 45)]
+    rows = [(f"e{i:04}", *ROW[1:]) for i in range(301)]
     with engine.begin() as connection:
         Bulk(insert(T), NAMES).execute(connection, rows)
         Bulk(insert(T), NAMES).execute(connection, [("one", *ROW[1:])])
         stored = connection.execute(select(*(T.c[n] for n in NAMES)).order_by(T.c.seq)).all()
     assert [tuple(r) for r in stored] == [*rows, ("one", *ROW[1:])]
-    # 301 rows: 256 + 32 + 8 + 4 + 1, each chunk one statement; then the lone row.
+    # 301 rows of 8 columns: at most 64 rows (512 values) a statement, within what any SQLite
+    # takes; 64 * 4 + 32 + 8 + 4 + 1, each chunk one statement; then the lone row.
     per_statement = [sql.count("(?") for sql, _ in statements_run]
-    assert per_statement == [256, 32, 8, 4, 1, 1]
+    assert per_statement == [64, 64, 64, 64, 32, 8, 4, 1, 1]
+    assert max(per_statement) * len(NAMES) <= SQLITE_MAX_VALUES
     assert all(executions == 1 for _, executions in statements_run)

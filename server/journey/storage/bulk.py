@@ -12,9 +12,9 @@ from sqlalchemy import Connection, Dialect, Insert, LargeBinary, Update, bindpar
 
 _Convert = Callable[[Sequence[Any]], tuple[Any, ...]]
 
-# On SQLite, the most rows one INSERT carries (a power of two): 256 rows of a dozen columns stay
-# far below SQLite's 32,766 parameters, and each statement has at most 9 texts (1 to 256 rows).
-MAX_ROWS_PER_INSERT = 256
+# The bound values one SQLite statement may hold in every SQLite a Python 3.11 may be built
+# with: 32,766 since SQLite 3.32, 999 before.
+SQLITE_MAX_VALUES = 999
 
 
 @dataclass
@@ -25,6 +25,8 @@ class _Compiled:
     convert: _Convert
     # SQLite INSERTs: the SQL up to VALUES, and one row's group of placeholders.
     values: tuple[str, str] | None = None
+    # The most rows one of them carries: a power of two within SQLITE_MAX_VALUES.
+    max_rows: int = 1
     _texts: dict[int, str] = field(default_factory=dict)
 
     def rows_sql(self, count: int) -> str:
@@ -50,11 +52,11 @@ class Bulk:
     skipped, and the rows go to the driver as they are (`Connection.exec_driver_sql`).
 
     On SQLite an INSERT carries many rows at once (`VALUES (...), (...)`, in chunks of a power
-    of two rows): pysqlite's executemany runs the statement once per row (bind, step, reset,
-    the GIL released and taken back around each step). Consumer-group rounds counted 9-12%
-    fewer instructions so (docs/performance.md). SQLAlchemy's own insertmanyvalues does the
-    same, but only for INSERT .. RETURNING. On PostgreSQL, asyncpg's executemany already sends
-    the rows in one pipeline.
+    of two rows, 64 for our tables): pysqlite's executemany runs the statement once per row
+    (bind, step, reset, the GIL released and taken back around each step). Consumer-group
+    rounds counted about a tenth fewer instructions so (docs/performance.md). SQLAlchemy's own
+    insertmanyvalues does the same, but only for INSERT .. RETURNING. On PostgreSQL, asyncpg's
+    executemany already sends the rows in one pipeline.
 
     `raw`: names whose values are given as the driver takes them (a `UtcMicros` column's
     integer microseconds, read raw from another row), so their processors are skipped too.
@@ -82,7 +84,7 @@ class Bulk:
             return
         start, left = 0, len(parameters)
         while left:
-            count = min(MAX_ROWS_PER_INSERT, 1 << (left.bit_length() - 1))
+            count = min(compiled.max_rows, 1 << (left.bit_length() - 1))
             values = tuple(itertools.chain.from_iterable(parameters[start : start + count]))
             connection.exec_driver_sql(compiled.rows_sql(count), values)
             start, left = start + count, left - count
@@ -114,7 +116,8 @@ class Bulk:
             return _Compiled(compiled.string, convert)
         columns = tuple(compiled.positiontup)
         values = _values_clause(self._statement, dialect, compiled.string, columns)
-        return _Compiled(compiled.string, convert, values)
+        max_rows = 1 << ((SQLITE_MAX_VALUES // len(columns)).bit_length() - 1)
+        return _Compiled(compiled.string, convert, values, max_rows)
 
 
 def _values_clause(
@@ -124,7 +127,7 @@ def _values_clause(
 
     Checked against SQLAlchemy's own INSERT of two rows, which must be that row twice, its
     values in the same order; then the INSERT of any number of rows is the row repeated.
-    (Compiling every row count up to 256 with SQLAlchemy took it a third of a second.)
+    (Compiling every row count with SQLAlchemy took it a third of a second at the first rounds.)
     """
     head, found, row = sql.partition(" VALUES ")
     table = statement.table
