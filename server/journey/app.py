@@ -69,6 +69,14 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+# What grpc's own stop allows after the drain. A call whose handler has just returned may still
+# be sending its answer, and a call that reached grpc in the meantime (clients keep calling a
+# stopping replica) is still to be refused by the admission check, UNAVAILABLE. stop(0) cut
+# either off as CANCELLED, which a client cannot tell from a call that failed (seen once in CI:
+# a Track answered CANCELLED while one of two replicas restarted). It returns as soon as those
+# are done; only a handler still running after shutdown_grace waits it out.
+FINISH_SECONDS = 1.0
+
 SERVICE_NAMES = tuple(
     module.DESCRIPTOR.services_by_name[name].full_name
     for module, name in (
@@ -250,7 +258,8 @@ class JourneyServer:
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(grace):
                 await self.admission.drained()
-        await self.grpc_server.stop(0)
+        # Not stop(0): see FINISH_SECONDS.
+        await self.grpc_server.stop(FINISH_SECONDS)
         await self.groups.stop()
         await self.sweeper.stop()
         await self.feed.stop()
