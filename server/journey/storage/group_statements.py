@@ -241,8 +241,9 @@ def next_waiting(
 def all_waiting(ordering: Ordering, event_filter: SystemEventFilter) -> tuple[Select[Any], ...]:
     """One key's matching events after `after`, up to `up_to`: one statement per condition.
 
-    Rows of (position, occur_time as stored, encoded), in position order. For the rare paths
-    (a tail settled while its key has blocked entries; the counts), not for rounds.
+    Rows of (position, occur_time as stored), in position order: what a blocked entry copies,
+    and what the counts need. For the rare paths (a tail settled while its key has blocked
+    entries; the counts), not for rounds.
     """
     c = system_events.c
     return tuple(
@@ -252,7 +253,7 @@ def all_waiting(ordering: Ordering, event_filter: SystemEventFilter) -> tuple[Se
             2**62,
             up_to=bindparam("up_to", type_=BigInteger),
         )
-        .with_only_columns(c.position, raw(c.occur_time), c.encoded)
+        .with_only_columns(c.position, raw(c.occur_time))
         .where(condition)
         for condition in _key_is(ordering, bindparam("key", type_=String))
     )

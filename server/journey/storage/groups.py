@@ -8,7 +8,6 @@ that no commit can pass meanwhile. Nothing here raises a JourneyError after writ
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -302,7 +301,7 @@ def state(connection: Connection, record: GroupRecord, fresh_since: datetime) ->
     # Events waiting in the log behind their key's tail are pending too.
     waiting = _all_waiting(connection, record, _tails(connection, record.id))
     if waiting:
-        first_waiting = _as_time(min(occur for _, occur, _ in waiting))
+        first_waiting = _as_time(min(occur for _, occur in waiting))
         oldest = first_waiting if oldest is None else min(_as_time(oldest), first_waiting)
     # So are the matching events the group has not read yet.
     c = system_events.c
@@ -432,12 +431,12 @@ def _tails(connection: Connection, group_id: str) -> list[Finished]:
 
 def _all_waiting(
     connection: Connection, group: GroupRecord, tails: Iterable[Finished]
-) -> list[tuple[int, int, bytes]]:
-    """Every event waiting in the log behind these tails: (position, occur as stored, encoded).
+) -> list[tuple[int, int]]:
+    """Every event waiting in the log behind these tails: (position, occur as stored).
 
     One statement per tail and key condition: for the rare paths, not for every round.
     """
-    found: list[tuple[int, int, bytes]] = []
+    found: list[tuple[int, int]] = []
     for tail in tails:
         for query in all_waiting(group.settings.ordering, group.settings.event_filter):
             params = {"key": tail.key, "after": tail.position, "up_to": group.read_position}
@@ -463,7 +462,7 @@ def _next_waiting(
                 "afters": [t.position for t in chunk],
             }
         else:
-            params = {"pairs": json.dumps([[t.key, t.position] for t in chunk])}
+            params = {"pairs": listed(False, [[t.key, t.position] for t in chunk])}
         params["up_to"] = group.read_position
         for key, *positions in connection.execute(lookup, params):
             found = [p for p in positions if p is not None]
@@ -580,7 +579,7 @@ def _block_waiting(connection: Connection, group: GroupRecord, tails: Sequence[F
     for tail in tails:
         _forget(connection, group.id, tail.key)
         waiting = _all_waiting(connection, group, [tail])
-        for i, (position, occur, _) in enumerate(waiting):
+        for i, (position, occur) in enumerate(waiting):
             last = i == len(waiting) - 1
             rows.append(
                 (group.id, position, tail.key, occur, BLOCKED, 0, 0, None, None, None, int(last))
@@ -816,7 +815,7 @@ def _settle(
     # Still this delivery's: not delivered again meanwhile (a redelivery has a new id).
     postgres = connection.dialect.name == "postgresql"
     sql = round_statements(postgres)
-    current: dict[str, tuple[int, int, str, bool]] = {
+    current: dict[str, tuple[int, int, str, int]] = {
         delivery_id: (position, attempt, key, tail)
         for delivery_id, position, attempt, key, entry_state, tail in connection.execute(
             sql.at_positions, {"g": group.id, "positions": listed(postgres, positions)}
