@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Collection, Mapping
-from dataclasses import dataclass
 from datetime import datetime
+from typing import NamedTuple
 
 from journey.clock import Clock
 from journey.domain.errors import FailedPrecondition, NotFound
@@ -31,9 +31,8 @@ from journey.storage.unit_of_work import Keys, UnitOfWork
 from journey.storage.writer import Writer
 
 
-@dataclass(frozen=True)
-class TrackResult:
-    """What a Track call did."""
+class TrackResult(NamedTuple):
+    """What a Track call did (a named tuple, one per call: see TrackCommand)."""
 
     profile_id: str
     session_id: str
@@ -90,10 +89,11 @@ class Journal:
             events = uow.apply(outcome)
             return TrackResult(outcome.profile_id, outcome.session_id, outcome.event_ids, events)
 
+        source_id = command.source_id
         keys = Keys(
-            sessions=frozenset({command.session_id} - {""}),
-            profiles=frozenset({command.profile_id} - {""}),
-            events=frozenset((command.source_id, e.id) for e in command.events if e.id),
+            (command.session_id,) if command.session_id else (),
+            (command.profile_id,) if command.profile_id else (),
+            tuple([(source_id, e.id) for e in command.events if e.id]),
         )
         return await self._writer.submit(work, keys)
 
@@ -111,7 +111,7 @@ class Journal:
             assert outcome.updated_session is not None
             return outcome.updated_session, events
 
-        return await self._writer.submit(work, Keys(sessions=frozenset({session_id})))
+        return await self._writer.submit(work, Keys(sessions=(session_id,)))
 
     async def expire(
         self, session_ids: Collection[str], trace_context: Mapping[str, str] = NO_TRACE_CONTEXT

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -140,7 +139,7 @@ async def test_a_session_is_read_as_committed_never_as_a_failed_batch_left_it(
     other replicas write too, so it reads. Either way a failed transaction leaves no trace."""
     session, profile = make_session(), make_profile()  # s-1 of p-1, with 7 events
     tracked = TrackedEvent("e1", "web", "page-view", b"", NOW, NOW, profile.id, session.id)
-    keys = Keys(sessions=frozenset({session.id}), profiles=frozenset({profile.id}))
+    keys = Keys(sessions=(session.id,), profiles=(profile.id,))
     session_reads: list[str] = []
 
     def count_session_reads(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
@@ -165,7 +164,7 @@ async def test_a_session_is_read_as_committed_never_as_a_failed_batch_left_it(
         stored = uow.session(session.id)
         assert stored is not None
         # The same client event id again: the unique index fails the flush, after staging.
-        changed = replace(stored, event_count=99)
+        changed = stored._replace(event_count=99)
         uow.apply(
             Outcome(profile.id, session.id, updated_session=changed, tracked_events=(tracked,))
         )

@@ -94,7 +94,7 @@ def make_profile(**overrides: Any) -> Profile:
         visit_count=4,
         session_count=2,
     )
-    return replace(profile, **overrides)
+    return profile._replace(**overrides)
 
 
 def make_session(state: SessionState = ACTIVE, **overrides: Any) -> Session:
@@ -112,7 +112,7 @@ def make_session(state: SessionState = ACTIVE, **overrides: Any) -> Session:
         visit_start_time=VISIT_START,
         visit_event_count=3,
     )
-    return replace(session, **overrides)
+    return session._replace(**overrides)
 
 
 def track(
@@ -193,8 +193,8 @@ def test_rule_1_known_profile_on_new_session_is_not_created_again() -> None:
 
     assert types_of(outcome) == [SO, VS]
     assert outcome.new_profile is None
-    assert outcome.updated_profile == replace(
-        profile, last_activity_time=NOW, visit_count=5, session_count=3
+    assert outcome.updated_profile == profile._replace(
+        last_activity_time=NOW, visit_count=5, session_count=3
     )
 
 
@@ -265,10 +265,10 @@ def test_rule_3_track_on_active_session_emits_nothing_and_updates_activity() -> 
 
     assert outcome.system_events == ()
     assert outcome.new_session is None
-    assert outcome.updated_session == replace(
-        session, last_activity_time=later, event_count=9, visit_event_count=5
+    assert outcome.updated_session == session._replace(
+        last_activity_time=later, event_count=9, visit_event_count=5
     )
-    assert outcome.updated_profile == replace(profile, last_activity_time=later)
+    assert outcome.updated_profile == profile._replace(last_activity_time=later)
     assert [(t.id, t.receive_time, t.occur_time) for t in outcome.tracked_events] == [
         ("e-1", later, later),
         ("e-2", later, later),
@@ -300,7 +300,7 @@ def test_rule_4_visit_ends_at_visit_timeout_and_session_becomes_idle() -> None:
 
     assert outcome is not None
     assert (outcome.profile_id, outcome.session_id) == ("p-1", "s-1")
-    assert outcome.updated_session == replace(session, state=IDLE)
+    assert outcome.updated_session == session._replace(state=IDLE)
     assert outcome.new_session is None
     assert outcome.new_profile is None
     assert outcome.updated_profile is None
@@ -398,8 +398,7 @@ def test_rule_5_track_on_idle_session_starts_a_visit_in_the_same_session() -> No
     assert (started.session_id, started.profile_id, started.occur_time) == ("s-1", "p-1", later)
     assert outcome.session_id == "s-1"
     assert outcome.new_session is None
-    assert outcome.updated_session == replace(
-        session,
+    assert outcome.updated_session == session._replace(
         state=ACTIVE,
         last_activity_time=later,
         event_count=9,
@@ -407,7 +406,7 @@ def test_rule_5_track_on_idle_session_starts_a_visit_in_the_same_session() -> No
         visit_start_time=later,
         visit_event_count=2,
     )
-    assert outcome.updated_profile == replace(profile, last_activity_time=later, visit_count=5)
+    assert outcome.updated_profile == profile._replace(last_activity_time=later, visit_count=5)
 
 
 # Rule 6: session close by timeout or EndSession.
@@ -429,7 +428,7 @@ def test_rule_6_idle_session_closes_at_session_timeout_with_reason_timeout() -> 
     assert closed.occur_time == datetime(2025, 3, 15, 11, 55, tzinfo=UTC)
     assert (closed.profile_id, closed.session_id, closed.source_id) == ("p-1", "s-1", "web")
     assert closed.properties == {"reason": "timeout"}
-    assert outcome.updated_session == replace(session, state=CLOSED, close_time=CLOSE_DEADLINE)
+    assert outcome.updated_session == session._replace(state=CLOSED, close_time=CLOSE_DEADLINE)
 
 
 def test_rule_6_active_session_past_both_deadlines_ends_the_visit_then_closes() -> None:
@@ -444,7 +443,7 @@ def test_rule_6_active_session_past_both_deadlines_ends_the_visit_then_closes() 
     assert ended.properties["event_count"] == 3
     assert closed.occur_time == CLOSE_DEADLINE
     assert closed.properties == {"reason": "timeout"}
-    assert outcome.updated_session == replace(session, state=CLOSED, close_time=CLOSE_DEADLINE)
+    assert outcome.updated_session == session._replace(state=CLOSED, close_time=CLOSE_DEADLINE)
 
 
 def test_rule_6_closed_session_never_expires_again() -> None:
@@ -472,7 +471,7 @@ def test_rule_6_end_session_on_active_session_ends_visit_then_closes_with_reason
         ("p-1", "s-1", "web"),
         ("p-1", "s-1", "web"),
     ]
-    assert outcome.updated_session == replace(session, state=CLOSED, close_time=NOW)
+    assert outcome.updated_session == session._replace(state=CLOSED, close_time=NOW)
     assert (outcome.profile_id, outcome.session_id) == ("p-1", "s-1")
 
 
@@ -490,7 +489,7 @@ def test_rule_6_end_session_on_idle_session_only_closes() -> None:
 
     assert types_of(outcome) == [SC]
     assert outcome.system_events[0].properties == {"reason": "ended"}
-    assert outcome.updated_session == replace(session, state=CLOSED, close_time=NOW)
+    assert outcome.updated_session == session._replace(state=CLOSED, close_time=NOW)
 
 
 def test_rule_6_end_session_on_closed_session_is_failed_precondition() -> None:
@@ -521,8 +520,8 @@ def test_rule_7_track_on_closed_session_opens_a_new_session_with_previous_id() -
     assert started.session_id == "id-1"
     assert started.properties == {"trigger_event_types": ["page-view"], "visit_number": 5}
     assert outcome.new_profile is None
-    assert outcome.updated_profile == replace(
-        profile, last_activity_time=NOW, visit_count=5, session_count=3
+    assert outcome.updated_profile == profile._replace(
+        last_activity_time=NOW, visit_count=5, session_count=3
     )
     assert outcome.updated_session is None  # the closed session stays as it was
     assert outcome.new_session is not None
@@ -718,8 +717,8 @@ def test_idempotent_mixed_call_stores_only_the_new_events() -> None:
     assert outcome.event_ids == ("e-1", "e-2", "id-1")
     assert [t.id for t in outcome.tracked_events] == ["e-2", "id-1"]
     assert outcome.system_events == ()
-    assert outcome.updated_session == replace(
-        session, last_activity_time=NOW, event_count=9, visit_event_count=5
+    assert outcome.updated_session == session._replace(
+        last_activity_time=NOW, event_count=9, visit_event_count=5
     )
 
 
@@ -759,8 +758,8 @@ def test_disabled_type_is_dropped_from_track_but_state_is_unchanged(
 
     assert types_of(enabled) == [PC, SO, VS]
     assert types_of(without) == [t for t in [PC, SO, VS] if t is not disabled]
-    assert without == replace(
-        enabled, system_events=tuple(d for d in enabled.system_events if d.type is not disabled)
+    assert without == enabled._replace(
+        system_events=tuple(d for d in enabled.system_events if d.type is not disabled)
     )
 
 
@@ -798,7 +797,7 @@ def test_all_types_disabled_still_changes_state_as_if_emitted() -> None:
     expired = decide_expiry(make_session(ACTIVE), VISIT_DEADLINE, policy)
     assert expired is not None
     assert expired.system_events == ()
-    assert expired.updated_session == replace(make_session(ACTIVE), state=IDLE)
+    assert expired.updated_session == make_session(ACTIVE)._replace(state=IDLE)
 
 
 # Profile and session counters across a journey.
@@ -1134,7 +1133,6 @@ def test_property_disabled_types_never_change_state(
         if theirs.outcome is None:
             assert mine.outcome is None
             continue
-        assert mine.outcome == replace(
-            theirs.outcome,
+        assert mine.outcome == theirs.outcome._replace(
             system_events=tuple(d for d in theirs.outcome.system_events if d.type not in disabled),
         )

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from journey.domain.errors import FailedPrecondition
 from journey.domain.model import (
@@ -23,16 +23,19 @@ from journey.domain.policy import Policy
 NewId = Callable[[], str]
 
 
-@dataclass(frozen=True)
-class TrackCommand:
-    """A Track call, already validated."""
+class TrackCommand(NamedTuple):
+    """A Track call, already validated.
+
+    This and Outcome are named tuples: one of each per call, where a frozen dataclass's
+    __init__ sets every field through object.__setattr__.
+    """
 
     source_id: str
     profile_id: str
     session_id: str
     events: Sequence[NewTrackedEvent]
     # The W3C trace context the system events it causes carry (empty: none).
-    trace_context: Mapping[str, str] = field(default_factory=dict)
+    trace_context: Mapping[str, str] = NO_TRACE_CONTEXT
 
 
 @dataclass(frozen=True)
@@ -43,9 +46,11 @@ class StoredEventRef:
     session_id: str
 
 
-@dataclass(frozen=True)
-class Outcome:
-    """What a call changes: the rows to write and the system events to append, in order."""
+class Outcome(NamedTuple):
+    """What a call changes: the rows to write and the system events to append, in order.
+
+    A named tuple: see TrackCommand.
+    """
 
     profile_id: str
     session_id: str
@@ -57,7 +62,7 @@ class Outcome:
     tracked_events: tuple[TrackedEvent, ...] = ()
     system_events: tuple[SystemEventDraft, ...] = ()
     # The W3C trace context every one of `system_events` carries (empty: none).
-    trace_context: Mapping[str, str] = field(default_factory=dict)
+    trace_context: Mapping[str, str] = NO_TRACE_CONTEXT
 
 
 def profile_id_to_load(command: TrackCommand, session: Session | None) -> str:
@@ -152,8 +157,8 @@ def decide_track(
     if session is None or session.state is SessionState.CLOSED:
         previous = session
         session_id = command.session_id if previous is None and command.session_id else new_id()
-        profile = replace(
-            profile, visit_count=profile.visit_count + 1, session_count=profile.session_count + 1
+        profile = profile._replace(
+            visit_count=profile.visit_count + 1, session_count=profile.session_count + 1
         )
         new_session = Session(
             id=session_id,
@@ -175,9 +180,8 @@ def decide_track(
         visit_started(profile, session_id)
         current = new_session
     elif session.state is SessionState.IDLE:
-        profile = replace(profile, visit_count=profile.visit_count + 1)
-        updated_session = replace(
-            session,
+        profile = profile._replace(visit_count=profile.visit_count + 1)
+        updated_session = session._replace(
             state=SessionState.ACTIVE,
             last_activity_time=now,
             event_count=session.event_count + n,
@@ -188,15 +192,14 @@ def decide_track(
         visit_started(profile, session.id)
         current = updated_session
     else:
-        updated_session = replace(
-            session,
+        updated_session = session._replace(
             last_activity_time=now,
             event_count=session.event_count + n,
             visit_event_count=session.visit_event_count + n,
         )
         current = updated_session
 
-    profile = replace(profile, last_activity_time=now)
+    profile = profile._replace(last_activity_time=now)
     if new_profile is not None:
         new_profile, updated_profile = profile, None
     else:
@@ -256,11 +259,11 @@ def decide_expiry(
     if session.state is SessionState.ACTIVE and now >= visit_deadline(session, policy):
         ended_at = visit_deadline(session, policy)
         drafts.append(_visit_ended(session, ended_at, session.source_id))
-        changed = replace(changed, state=SessionState.IDLE)
+        changed = changed._replace(state=SessionState.IDLE)
     if now >= close_deadline(session, policy):
         closed_at = close_deadline(session, policy)
         drafts.append(_session_closed(session, closed_at, session.source_id, "timeout"))
-        changed = replace(changed, state=SessionState.CLOSED, close_time=closed_at)
+        changed = changed._replace(state=SessionState.CLOSED, close_time=closed_at)
     if changed is session:
         return None
     return Outcome(
@@ -289,7 +292,7 @@ def decide_end(
     if session.state is SessionState.ACTIVE:
         drafts.append(_visit_ended(session, now, session.source_id))
     drafts.append(_session_closed(session, now, session.source_id, reason or "ended"))
-    closed = replace(session, state=SessionState.CLOSED, close_time=now)
+    closed = session._replace(state=SessionState.CLOSED, close_time=now)
     return Outcome(
         profile_id=session.profile_id,
         session_id=session.id,

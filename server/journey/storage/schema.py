@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -29,6 +30,10 @@ def to_micros(value: datetime) -> int:
     return (value - _EPOCH) // _MICROSECOND
 
 
+def _micros_or_none(value: datetime | None) -> int | None:
+    return None if value is None else (value - _EPOCH) // _MICROSECOND
+
+
 class UtcMicros(TypeDecorator[datetime]):
     """A UTC datetime stored as integer microseconds since the epoch.
 
@@ -41,9 +46,18 @@ class UtcMicros(TypeDecorator[datetime]):
 
     def process_bind_param(self, value: datetime | None, dialect: Dialect) -> int | None:
         """Convert an aware datetime to microseconds."""
-        if value is None:
-            return None
-        return to_micros(value)
+        return _micros_or_none(value)
+
+    def bind_processor(self, dialect: Dialect) -> Callable[[datetime | None], int | None] | None:
+        """The conversion itself where the integer needs no processing of its own.
+
+        The default wraps process_bind_param in a function of its own: two calls more per
+        value, and the writer binds several per tracked event. Where the dialect's BIGINT
+        has a processor, the default's path keeps it.
+        """
+        if self.impl_instance.bind_processor(dialect) is not None:
+            return super().bind_processor(dialect)
+        return _micros_or_none
 
     def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
         """Convert microseconds back to an aware UTC datetime."""

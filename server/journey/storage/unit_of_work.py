@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Collection, Iterable, Sequence
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import Connection, Table, Update, bindparam, insert, update
 
@@ -34,26 +33,28 @@ from journey.storage.row_cache import BoundedMap, RowCache
 Allocate = Callable[[Connection, int], Sequence[int]]
 
 
-@dataclass(frozen=True)
-class Keys:
-    """The rows a unit of work will read, so a whole group commit can load them at once."""
+class Keys(NamedTuple):
+    """The rows a unit of work will read, so a whole group commit can load them at once.
 
-    sessions: frozenset[str] = frozenset()
-    profiles: frozenset[str] = frozenset()
+    A named tuple of tuples, one per Track call: the batch's union removes the repeats.
+    """
+
+    sessions: tuple[str, ...] = ()
+    profiles: tuple[str, ...] = ()
     # (source_id, client event id) pairs, for the idempotency check.
-    events: frozenset[tuple[str, str]] = frozenset()
+    events: tuple[tuple[str, str], ...] = ()
 
     @staticmethod
     def union(all_keys: Iterable[Keys]) -> Keys:
-        """Every key of a batch, gathered in one pass."""
+        """Every key of a batch, each once, gathered in one pass."""
         sessions: set[str] = set()
         profiles: set[str] = set()
         events: set[tuple[str, str]] = set()
         for keys in all_keys:
-            sessions |= keys.sessions
-            profiles |= keys.profiles
-            events |= keys.events
-        return Keys(frozenset(sessions), frozenset(profiles), frozenset(events))
+            sessions.update(keys.sessions)
+            profiles.update(keys.profiles)
+            events.update(keys.events)
+        return Keys(tuple(sessions), tuple(profiles), tuple(events))
 
 
 class UnitOfWork:
@@ -110,7 +111,7 @@ class UnitOfWork:
             if unread:
                 found = {s.id: s for s in self._sessions_by_ids(unread)}
                 self._loaded_sessions.update({i: found.get(i) for i in unread})
-        profile_ids = keys.profiles | {s.profile_id for s in self._loaded_sessions.values() if s}
+        profile_ids = {*keys.profiles, *(s.profile_id for s in self._loaded_sessions.values() if s)}
         if profile_ids:
             cached_profiles = cache.profiles if cache is not None else None
             unread = _take_cached(profile_ids, cached_profiles, self._loaded_profiles)

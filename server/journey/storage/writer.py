@@ -10,8 +10,8 @@ import random
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
-from typing import Any, Generic, TypeVar
+from dataclasses import dataclass
+from typing import Any, Generic, NamedTuple, TypeVar
 
 from sqlalchemy import Connection, func, select, text
 from sqlalchemy.exc import DBAPIError
@@ -59,13 +59,10 @@ _UNSAFE_SEQUENCE = "journey_test_unsafe_positions"
 _UNSAFE_DELAY_SECONDS = 0.02
 
 
-@dataclass
-class _Item(Generic[T]):
+class _Item(NamedTuple, Generic[T]):
     work: Work[T]
     keys: Keys
-    future: asyncio.Future[T] = field(
-        default_factory=lambda: asyncio.get_running_loop().create_future()
-    )
+    future: asyncio.Future[T]
 
 
 class Writer:
@@ -125,6 +122,8 @@ class Writer:
         # PostgreSQL: the writer's own connection between group commits (_on_held_connection),
         # and whether the current transaction has run a statement on it yet.
         self._held: AsyncConnection | None = None
+        # SQLite: likewise, kept by (and only ever touched on) the writer's thread.
+        self._thread_held: Connection | None = None
         self._statements_ran = False
         # After a failed transaction: the connection may have died during COMMIT, so whether
         # it committed is unknown; the next transaction reads the last position again.
@@ -159,9 +158,10 @@ class Writer:
         """
         if self._closing or self._task is None or self._task.done():
             raise Unavailable("the server is shutting down")
-        item: _Item[T] = _Item(work, keys)
+        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        item = _Item(work, keys, future)
         await self._queue.put(item)
-        return await item.future
+        return await future
 
     async def close(self) -> None:
         """Commit what was submitted, then stop; later submissions get UNAVAILABLE."""
@@ -178,6 +178,7 @@ class Writer:
                     await held.close()
             if self._thread is not None:
                 # Off the loop: it waits for a transaction still running, if any.
+                self._thread.submit(self._release_thread_connection)
                 await asyncio.to_thread(self._thread.shutdown)
 
     async def _run(self) -> None:
@@ -302,14 +303,30 @@ class Writer:
             self._waiting.clear()
 
     def _in_thread(self, batch: list[_Item[Any]]) -> _Committed:
-        assert self._database.writer_engine is not None
-        with self._database.writer_engine.begin() as connection:
+        # The connection stays checked out between group commits: checking it in and out of
+        # the pool cost each one a rollback (the pool's reset) and the pool's bookkeeping,
+        # all holding the GIL the event loop needs. After a failure the next one starts anew.
+        connection = self._thread_held
+        if connection is None:
+            assert self._database.writer_engine is not None
+            connection = self._thread_held = self._database.writer_engine.connect()
             connection.info[WAITING_INFO_KEY] = self._waiting
-            done = self._transaction(connection, batch)
+        try:
+            with connection.begin():
+                done = self._transaction(connection, batch)
+        except BaseException:
+            self._release_thread_connection()
+            raise
         # Committed: from now on these rows are the stored ones.
         if self._cache is not None:
             self._cache.remember(done.sessions, done.profiles)
         return done
+
+    def _release_thread_connection(self) -> None:
+        connection, self._thread_held = self._thread_held, None
+        if connection is not None:
+            with contextlib.suppress(Exception):
+                connection.close()
 
     def _transaction(self, connection: Connection, batch: list[_Item[Any]]) -> _Committed:
         """The batch's reads, rules and writes, inside `connection`'s transaction.
