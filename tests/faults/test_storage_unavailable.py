@@ -187,8 +187,9 @@ async def test_sqlite_reads_locked_out_give_unavailable(sqlite_file: Path) -> No
         await track(h, "before")
         # An exclusive-mode connection that writes keeps every other connection out, readers
         # too (WAL without shared memory), until it closes.
-        # The server's pooled connections must let go first.
+        # The server's pooled connections must let go first, and the writer's own.
         await stop_sweeping(h)
+        await h.server.writer.let_go()
         await h.server.database.close()
         other = sqlite3.connect(
             sqlite_file, isolation_level=None, timeout=10, check_same_thread=False
@@ -198,6 +199,7 @@ async def test_sqlite_reads_locked_out_give_unavailable(sqlite_file: Path) -> No
             await asyncio.to_thread(other.execute, "BEGIN IMMEDIATE")
             other.execute("CREATE TABLE IF NOT EXISTS lock_holder (x INTEGER)")
             other.execute("COMMIT")
+            await h.server.writer.let_go()
             await h.server.database.close()
             # Each read waits busy_timeout (5 s) for the lock, so only two of the reads here;
             # the PostgreSQL test above covers every read.
@@ -231,6 +233,7 @@ async def test_sqlite_full_gives_unavailable_then_recovers(sqlite_file: Path) ->
         for engine in engines:
             event.listen(engine, "connect", no_more_pages)
         await stop_sweeping(h)
+        await h.server.writer.let_go()
         await h.server.database.close()
         try:
             big = "x" * 60_000  # needs fresh pages whatever the free space
@@ -241,6 +244,7 @@ async def test_sqlite_full_gives_unavailable_then_recovers(sqlite_file: Path) ->
         finally:
             for engine in engines:
                 event.remove(engine, "connect", no_more_pages)
+            await h.server.writer.let_go()
             await h.server.database.close()
         await eventually_ok(lambda: track(h, "after", text="x" * 60_000))
         for i in range(3):

@@ -142,13 +142,26 @@ async def test_a_session_is_read_as_committed_never_as_a_failed_batch_left_it(
     keys = Keys(sessions=(session.id,), profiles=(profile.id,))
     session_reads: list[str] = []
 
-    def count_session_reads(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+    def count(statement: str) -> None:
         if statement.lstrip().upper().startswith("SELECT") and "FROM sessions" in statement:
             session_reads.append(statement)
 
-    # The engine the writer's transactions run on.
+    def count_session_reads(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        count(statement)
+
+    def trace_checked_out(dbapi_connection: Any, *_: Any) -> None:
+        dbapi_connection.set_trace_callback(count)
+
+    # The engine the writer's transactions run on. On SQLite the writer's lookups run on the
+    # driver's own connection (storage/driver.py), out of SQLAlchemy's events: sqlite3's
+    # trace callback sees them.
     engine = database.writer_engine or database.engine.sync_engine
-    event.listen(engine, "before_cursor_execute", count_session_reads)
+    listener: tuple[str, Any] = (
+        ("checkout", trace_checked_out)
+        if database.writer_engine is not None
+        else ("before_cursor_execute", count_session_reads)
+    )
+    event.listen(engine, *listener)
 
     def create(uow: UnitOfWork) -> None:
         outcome = Outcome(
@@ -185,7 +198,7 @@ async def test_a_session_is_read_as_committed_never_as_a_failed_batch_left_it(
         assert await writer.submit(read, keys) == 7
     finally:
         await writer.close()
-        event.remove(engine, "before_cursor_execute", count_session_reads)
+        event.remove(engine, *listener)
     if database.is_sqlite:
         # Read once after the failure (which emptied the cache), then taken from the cache.
         assert len(session_reads) == 1

@@ -38,6 +38,7 @@ async def test_a_full_sqlite_file_counts_as_full(tmp_path: Path) -> None:
         for engine in engines:
             event.listen(engine, "connect", no_more_pages)
         await stop_sweeping(h)
+        await h.server.writer.let_go()
         await h.server.database.close()
         try:
             for i in range(3):
@@ -46,6 +47,7 @@ async def test_a_full_sqlite_file_counts_as_full(tmp_path: Path) -> None:
         finally:
             for engine in engines:
                 event.remove(engine, "connect", no_more_pages)
+            await h.server.writer.let_go()
             await h.server.database.close()
         s = await scrape(h.server.metrics_port)
     assert s.value("journey_storage_errors_total", kind="full") == 3

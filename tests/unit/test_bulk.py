@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import sqlite3
 from datetime import UTC, datetime
 from typing import Any
 
+import pytest
 from sqlalchemy import bindparam, create_engine, event, insert, select, update
 from sqlalchemy.dialects.postgresql import asyncpg
+from sqlalchemy.exc import IntegrityError
 
 from journey.storage import statements
 from journey.storage.bulk import SQLITE_MAX_VALUES, Bulk
@@ -48,13 +51,17 @@ def test_asyncpg_gets_its_own_sql_without_returning() -> None:
 
 def test_sqlite_inserts_many_rows_per_statement_in_their_order() -> None:
     engine = create_engine("sqlite://")
-    Base.metadata.create_all(engine)
-    statements_run: list[tuple[str, int]] = []
+    statements_run: list[str] = []
 
-    @event.listens_for(engine, "before_cursor_execute")
-    def count(_c: Any, _cursor: Any, sql: str, parameters: Any, _ctx: Any, many: bool) -> None:
-        if sql.startswith("INSERT"):
-            statements_run.append((sql, len(parameters) if many else 1))
+    # Bulk runs on pysqlite's own connection (storage/driver.py), out of SQLAlchemy's events:
+    # sqlite3's trace callback sees each execution of a statement.
+    @event.listens_for(engine, "connect")
+    def trace(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.set_trace_callback(
+            lambda sql: statements_run.append(sql) if sql.startswith("INSERT") else None
+        )
+
+    Base.metadata.create_all(engine)
 
     rows = [(f"e{i:04}", *ROW[1:]) for i in range(301)]
     with engine.begin() as connection:
@@ -64,7 +71,24 @@ def test_sqlite_inserts_many_rows_per_statement_in_their_order() -> None:
     assert [tuple(r) for r in stored] == [*rows, ("one", *ROW[1:])]
     # 301 rows of 8 columns: at most 64 rows (512 values) a statement, within what any SQLite
     # takes; 64 * 4 + 32 + 8 + 4 + 1, each chunk one statement; then the lone row.
-    per_statement = [sql.count("(?") for sql, _ in statements_run]
+    # Each chunk executed once, as one statement; the rows' values hold no "), (".
+    per_statement = [sql.count("), (") + 1 for sql in statements_run]
     assert per_statement == [64, 64, 64, 64, 32, 8, 4, 1, 1]
     assert max(per_statement) * len(NAMES) <= SQLITE_MAX_VALUES
-    assert all(executions == 1 for _, executions in statements_run)
+
+
+def test_a_driver_error_arrives_as_sqlalchemys_on_pysqlite_and_the_rows_are_stored() -> None:
+    # On pysqlite Bulk runs on the driver's own connection (storage/driver.py); storage's
+    # failure handling (storage/failures.py) sorts SQLAlchemy's exceptions, not sqlite3's.
+    engine = create_engine("sqlite://")
+    Base.metadata.create_all(engine)
+    inserts = Bulk(insert(T), NAMES)
+    with engine.connect() as connection:
+        with connection.begin():
+            inserts.execute(connection, [ROW])
+        for rows in ([ROW], [("e2", *ROW[1:]), ROW]):  # one row, then many in one INSERT
+            with pytest.raises(IntegrityError) as raised, connection.begin():
+                inserts.execute(connection, rows)
+            assert isinstance(raised.value.orig, sqlite3.IntegrityError)
+        stored = connection.execute(select(T.c.event_id)).scalars().all()
+    assert stored == ["e1"]

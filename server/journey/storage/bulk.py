@@ -10,6 +10,8 @@ from typing import Any
 
 from sqlalchemy import Connection, Dialect, Insert, LargeBinary, Update, bindparam, insert
 
+from journey.storage import driver
+
 _Convert = Callable[[Sequence[Any]], tuple[Any, ...]]
 
 # The bound values one SQLite statement may hold in every SQLite a Python 3.11 may be built
@@ -80,13 +82,13 @@ class Bulk:
         parameters = [compiled.convert(row) for row in rows]
         if compiled.values is None or len(parameters) < 2:
             if parameters:
-                connection.exec_driver_sql(compiled.sql, parameters)
+                driver.execute_many(connection, compiled.sql, parameters)
             return
         start, left = 0, len(parameters)
         while left:
             count = min(compiled.max_rows, 1 << (left.bit_length() - 1))
             values = tuple(itertools.chain.from_iterable(parameters[start : start + count]))
-            connection.exec_driver_sql(compiled.rows_sql(count), values)
+            driver.execute(connection, compiled.rows_sql(count), values)
             start, left = start + count, left - count
 
     def _compile(self, dialect: Dialect) -> _Compiled:

@@ -9,6 +9,8 @@ from typing import Any
 
 from sqlalchemy import Connection, Dialect, Select
 
+from journey.storage import driver
+
 # Builds the statement: given a key count, one bound parameter per key (`IN (...)`); given
 # None, one array parameter for them all (PostgreSQL). Either way the keys' parameter is
 # named "keys", and any other parameter is bound by name (e.g. a source id).
@@ -58,8 +60,7 @@ class Lookup:
         parameters = [values[name] for name in compiled.order]
         for index, processor in compiled.binds:
             parameters[index] = processor(parameters[index])
-        result = connection.exec_driver_sql(compiled.sql, tuple(parameters))
-        return [compiled.convert(row) for row in result]
+        return [compiled.convert(row) for row in driver.rows(connection, compiled.sql, parameters)]
 
 
 @dataclass(frozen=True)

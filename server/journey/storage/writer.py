@@ -177,9 +177,20 @@ class Writer:
                 with contextlib.suppress(Exception):
                     await held.close()
             if self._thread is not None:
+                await self.let_go()
                 # Off the loop: it waits for a transaction still running, if any.
-                self._thread.submit(self._release_thread_connection)
                 await asyncio.to_thread(self._thread.shutdown)
+
+    async def let_go(self) -> None:
+        """Close the connection kept between group commits (SQLite); the next opens another.
+
+        Database.close() closes only the connections in its pools: whoever needs the file to
+        itself for a while (a test that locks it) calls this too.
+        """
+        if self._thread is not None:
+            loop = asyncio.get_running_loop()
+            # On the writer's thread, after any transaction running there.
+            await loop.run_in_executor(self._thread, self._release_thread_connection)
 
     async def _run(self) -> None:
         pending: list[_Item[Any]] = []
