@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, NamedTuple
 
@@ -38,9 +37,11 @@ class TrackCommand(NamedTuple):
     trace_context: Mapping[str, str] = NO_TRACE_CONTEXT
 
 
-@dataclass(frozen=True)
-class StoredEventRef:
-    """Where an already stored tracked event went, for answering a retried Track."""
+class StoredEventRef(NamedTuple):
+    """Where an already stored tracked event went, for answering a retried Track.
+
+    A named tuple: storage makes one per tracked event (see TrackCommand).
+    """
 
     profile_id: str
     session_id: str
