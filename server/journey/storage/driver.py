@@ -33,26 +33,26 @@ def rows(connection: Connection, sql: str, parameters: Sequence[Any]) -> Sequenc
 
 def execute(connection: Connection, sql: str, parameters: Sequence[Any]) -> None:
     """Run a statement that returns no rows, with positional `parameters`."""
-    raw = _pysqlite(connection)
-    if raw is None:
-        connection.exec_driver_sql(sql, tuple(parameters))
-        return
-    try:
-        raw.execute(sql, parameters)
-    except raw.Error as error:
-        raise _translated(error, sql, parameters) from error
+    _write(connection, sql, parameters, many=False)
 
 
 def execute_many(connection: Connection, sql: str, many: Sequence[Sequence[Any]]) -> None:
     """Run a statement that returns no rows once per row of positional parameters."""
+    _write(connection, sql, many, many=True)
+
+
+def _write(connection: Connection, sql: str, parameters: Sequence[Any], *, many: bool) -> None:
     raw = _pysqlite(connection)
     if raw is None:
-        connection.exec_driver_sql(sql, list(many))
+        connection.exec_driver_sql(sql, list(parameters) if many else tuple(parameters))
         return
     try:
-        raw.executemany(sql, many)
+        if many:
+            raw.executemany(sql, parameters)
+        else:
+            raw.execute(sql, parameters)
     except raw.Error as error:
-        raise _translated(error, sql, many) from error
+        raise _translated(error, sql, parameters) from error
 
 
 def _pysqlite(connection: Connection) -> Any:
