@@ -31,6 +31,7 @@ def to_micros(value: datetime) -> int:
 
 
 def _micros_or_none(value: datetime | None) -> int | None:
+    # to_micros for a nullable value, its body inlined: the writer binds several per event.
     return None if value is None else (value - _EPOCH) // _MICROSECOND
 
 
