@@ -1,9 +1,10 @@
 """Dispatch rounds alone, no grpc: `python -m bench.group_rounds [N] [none|session] [FULL|NORMAL]`.
 
 Seeds N system events in a fresh SQLite file, creates a group from the beginning, and runs
-`storage.groups.dispatch` rounds as a writer would: 4 members with 100 slots each, every
-delivery acknowledged in the next round. It prints events/s and milliseconds per round: the
-cost of the rounds themselves, apart from grpc and the event loop (docs/performance.md).
+`storage.groups.dispatch` rounds as the SQLite writer would (with its cache of waiting events):
+4 members with 100 slots each, every delivery acknowledged in the next round. It prints
+events/s and milliseconds per round: the cost of the rounds themselves, apart from grpc and the
+event loop (docs/performance.md).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from journey.domain.model import SystemEventFilter
 from journey.groups import _new_id
 from journey.storage import groups
 from journey.storage.database import _sqlite_pragmas
+from journey.storage.waiting_cache import INFO_KEY, WaitingCache
 
 MEMBERS = 4
 ROOM = 100
@@ -45,6 +47,7 @@ def main() -> None:
         held: dict[str, dict[str, int]] = {f"m{i}": {} for i in range(MEMBERS)}
         acked: list[int] = []
         rounds = 0
+        waiting = WaitingCache()
         start = time.perf_counter()
         while len(acked) < count:
             ops = {
@@ -53,6 +56,7 @@ def main() -> None:
                 if ids
             }
             with engine.begin() as connection:
+                connection.info[INFO_KEY] = waiting
                 result = groups.dispatch(
                     connection, "group", now, ops, dict.fromkeys(held, ROOM), _new_id, expire=False
                 )

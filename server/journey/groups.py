@@ -42,13 +42,15 @@ T = TypeVar("T")
 
 # Delivery ids: a random prefix per process and a counter, shaped like a UUID. A uuid4 per
 # delivery cost a getrandom call each, 8% of a busy dispatcher's time; the prefix's 80 random
-# bits keep processes and restarts apart, and the counter keeps one process's ids apart.
+# bits keep processes and restarts apart, and the counter keeps one process's ids apart. It
+# counts from 16**11, so that hex() gives its 12 digits (for 15 * 16**11 ids) without a format
+# spec, which cost twice as much.
 _ID_PREFIX = str(uuid.uuid4())[:24]
-_ID_COUNTER = itertools.count(1)
+_ID_COUNTER = itertools.count(16**11)
 
 
 def _new_id() -> str:
-    return f"{_ID_PREFIX}{next(_ID_COUNTER):012x}"
+    return _ID_PREFIX + hex(next(_ID_COUNTER))[2:]
 
 
 def _new_id_prefix() -> None:

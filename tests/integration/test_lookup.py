@@ -1,18 +1,19 @@
-"""The group commit's lookups (storage/lookup.py) and bulk writes (bulk.py) on both databases."""
+"""The writer's compiled statements on both databases: lookups, bulk writes, prepared statements."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest_asyncio
-from sqlalchemy import Connection, insert, select
+from sqlalchemy import Connection, bindparam, insert, select, update
 
 from journey.domain.model import Session, SessionState
 from journey.storage import statements
 from journey.storage.bulk import Bulk
 from journey.storage.database import Database, open_database
 from journey.storage.lookup import Lookup
+from journey.storage.prepared import Prepared
 from journey.storage.records import field_names, from_values, row, values
 
 T0 = datetime(2026, 1, 1, 12, 0, 0, 123456, tzinfo=UTC)
@@ -116,6 +117,41 @@ async def test_bulk_inserts_store_every_value_as_given(database: Database) -> No
         assert [(r.event_id, r.properties, r.occur_time) for r in rows] == [
             (f"e{i}", bytes([i, 0, 255]), T0) for i in range(5)
         ]
+
+    async with database.engine.begin() as connection:
+        await connection.run_sync(check)
+
+
+async def test_prepared_statements_bind_and_read_as_core_does(database: Database) -> None:
+    # Times bound through UtcMicros, a fixed IN list expanded into the SQL, rows read through
+    # the columns' result processors: each as Core's own execution of the same statement.
+    stored = [_session(i) for i in range(9)]
+    for i, session in enumerate(stored):
+        stored[i] = session._replace(last_activity_time=T0 + timedelta(minutes=i))
+    c = statements.sessions.c
+    cutoff = T0 + timedelta(minutes=4)
+    query = (
+        select(c.id, c.last_activity_time, c.close_time)
+        .where(c.last_activity_time <= bindparam("cutoff", type_=c.last_activity_time.type))
+        .where(c.state.in_([int(SessionState.ACTIVE)]))
+        .order_by(c.id)
+    )
+    touch = (
+        update(statements.sessions)
+        .where(c.id == bindparam("key", type_=c.id.type))
+        .values(close_time=bindparam("closed", type_=c.close_time.type))
+    )
+
+    def check(connection: Connection) -> None:
+        connection.execute(statements.sessions.insert(), [values(s) for s in stored])
+        prepared = Prepared(query).rows(connection, cutoff=cutoff)
+        core = connection.execute(query.params(cutoff=cutoff)).all()
+        assert [tuple(r) for r in prepared] == [tuple(r) for r in core]
+        assert [r[0] for r in prepared] == ["s1", "s3"]
+        assert all(isinstance(r[1], datetime) for r in prepared)
+        Prepared(touch).execute(connection, key="s3", closed=cutoff)
+        closed = connection.execute(select(c.close_time).where(c.id == "s3")).scalar_one()
+        assert closed == cutoff
 
     async with database.engine.begin() as connection:
         await connection.run_sync(check)

@@ -223,9 +223,9 @@ async def test_a_settled_tails_next_waiting_event_is_an_index_probe_per_key(
     postgres = not database.is_sqlite
     lookup = group_statements.next_waiting(postgres, Ordering.SESSION, SystemEventFilter())
     if postgres:
-        bound = lookup.params(keys=["s1", "s2"], afters=[1, 2], up_to=4000)
+        bound = lookup.statement.params(keys=["s1", "s2"], afters=[1, 2], up_to=4000)
     else:
-        bound = lookup.params(pairs='[["s1", 1], ["s2", 2]]', up_to=4000)
+        bound = lookup.statement.params(pairs='[["s1", 1], ["s2", 2]]', up_to=4000)
     plan = await explain(database, bound, discourage=False)
     assert "ix_system_events_session_position" in plan, plan
     assert "ix_system_events_profile_position" in plan, plan

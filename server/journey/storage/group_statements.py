@@ -2,8 +2,9 @@
 
 A round runs a dozen statements, at every ack and every commit. Built anew each time, each cost
 SQLAlchemy a construction and a cache key (a millisecond a round together, more than the SQL of
-a small round); a statement object reused keeps its cache key, and its compiled form is found at
-once. The lists they take are one parameter each (`among`), so their text never changes either.
+a small round). Each is built once, compiled once per dialect and run on the driver
+(storage/prepared.py). The lists they take are one parameter each (`among`), so their text never
+changes either.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from sqlalchemy.dialects.postgresql import ARRAY
 from journey.domain.groups import EntryState, Ordering
 from journey.domain.model import SystemEventFilter
 from journey.storage import statements
+from journey.storage.prepared import Prepared
 from journey.storage.schema import ConsumerGroupEntryRow, ConsumerGroupRow
 
 groups = cast(Table, ConsumerGroupRow.__table__)
@@ -79,30 +81,30 @@ def raw(column: Any) -> Any:
 class RoundStatements:
     """One dialect's statements; parameter names in each one's comment."""
 
-    # group_id
+    # group_id (Core: the group's row is read by column name, once a round)
     by_id: Select[Any]
     # (none): the last position committed
-    head: Select[Any]
+    head: Prepared[Select[Any]]
     # g, positions: (delivery_id, position, attempt, key, state, tail) of these entries
-    at_positions: Select[Any]
+    at_positions: Prepared[Select[Any]]
     # g, positions
-    delete_at: Delete
+    delete_at: Prepared[Delete]
     # g, positions, now: these entries become pending, due now
-    pending_at: Update
+    pending_at: Prepared[Update]
     # g, keys: (key, position, attempt, encoded) of each key's first blocked entry (unordered)
-    next_blocked: Select[Any]
+    next_blocked: Prepared[Select[Any]]
     # g, now, limit: (position, attempt, encoded) of pending entries due, in position order
-    due: Select[Any]
+    due: Prepared[Select[Any]]
     # g, keys: (key, 1 if one is its tail else 0) of these keys with an unsettled entry
-    headed: Select[Any]
+    headed: Prepared[Select[Any]]
     # g, read
-    set_read: Update
+    set_read: Prepared[Update]
     # positions: (position, occur_time as stored, encoded) of these log events
-    events_at: Select[Any]
+    events_at: Prepared[Select[Any]]
     # g, now: the first pending entry's time after now
-    next_visible: Select[Any]
+    next_visible: Prepared[Select[Any]]
     # g: the first lease to run out
-    next_lease: Select[Any]
+    next_lease: Prepared[Select[Any]]
 
 
 @lru_cache(maxsize=2)
@@ -139,44 +141,62 @@ def round_statements(postgres: bool) -> RoundStatements:
     )
     return RoundStatements(
         by_id=select(groups).where(groups.c.id == bindparam("group_id", type_=String)),
-        head=statements.head(),
-        at_positions=at_positions,
-        delete_at=entries.delete().where(e.group_id == g, among(postgres, e.position, "positions")),
-        pending_at=entries.update()
-        .where(e.group_id == g, among(postgres, e.position, "positions"))
-        .values(state=PENDING, visible_at=now),
-        next_blocked=select(e.key, e.position, e.attempt, system_events.c.encoded)
-        .join(system_events, system_events.c.position == e.position)
-        .where(e.group_id == g, e.position.in_(heads.scalar_subquery())),
-        due=select(e.position, e.attempt, system_events.c.encoded)
-        .join(system_events, system_events.c.position == e.position)
-        .where(e.group_id == g, e.state == PENDING, e.visible_at <= now)
-        .order_by(e.position)
-        .limit(bindparam("limit", type_=BigInteger)),
+        head=Prepared(statements.head()),
+        at_positions=Prepared(at_positions),
+        delete_at=Prepared(
+            entries.delete().where(e.group_id == g, among(postgres, e.position, "positions"))
+        ),
+        pending_at=Prepared(
+            entries.update()
+            .where(e.group_id == g, among(postgres, e.position, "positions"))
+            .values(state=PENDING, visible_at=now)
+        ),
+        next_blocked=Prepared(
+            select(e.key, e.position, e.attempt, system_events.c.encoded)
+            .join(system_events, system_events.c.position == e.position)
+            .where(e.group_id == g, e.position.in_(heads.scalar_subquery()))
+        ),
+        due=Prepared(
+            select(e.position, e.attempt, system_events.c.encoded)
+            .join(system_events, system_events.c.position == e.position)
+            .where(e.group_id == g, e.state == PENDING, e.visible_at <= now)
+            .order_by(e.position)
+            .limit(bindparam("limit", type_=BigInteger))
+        ),
         # The states spelled out: `state IN (list)` is an expanding parameter, compiled at
         # each run; SQLite turns these ORs on one column into an IN that the index serves.
-        headed=select(e.key, func.max(e.tail))
-        .where(
-            e.group_id == g,
-            among(postgres, e.key, "keys"),
-            or_(*(e.state == state for state in UNSETTLED)),
-        )
-        .group_by(e.key),
-        set_read=groups.update()
-        .where(groups.c.id == g)
-        .values(read_position=bindparam("read", type_=BigInteger)),
-        events_at=select(c.position, raw(c.occur_time), c.encoded).where(
-            among(postgres, c.position, "positions")
+        headed=Prepared(
+            select(e.key, func.max(e.tail))
+            .where(
+                e.group_id == g,
+                among(postgres, e.key, "keys"),
+                or_(*(e.state == state for state in UNSETTLED)),
+            )
+            .group_by(e.key)
         ),
-        next_visible=select(func.min(e.visible_at)).where(
-            e.group_id == g, e.state == PENDING, e.visible_at > now
+        set_read=Prepared(
+            groups.update()
+            .where(groups.c.id == g)
+            .values(read_position=bindparam("read", type_=BigInteger))
         ),
-        next_lease=select(func.min(e.lease_until)).where(e.group_id == g, e.state == IN_FLIGHT),
+        events_at=Prepared(
+            select(c.position, raw(c.occur_time), c.encoded).where(
+                among(postgres, c.position, "positions")
+            )
+        ),
+        next_visible=Prepared(
+            select(func.min(e.visible_at)).where(
+                e.group_id == g, e.state == PENDING, e.visible_at > now
+            )
+        ),
+        next_lease=Prepared(
+            select(func.min(e.lease_until)).where(e.group_id == g, e.state == IN_FLIGHT)
+        ),
     )
 
 
 @lru_cache(maxsize=256)
-def log_page(event_filter: SystemEventFilter) -> Select[Any]:
+def log_page(event_filter: SystemEventFilter) -> Prepared[Select[Any]]:
     """A group's next events (after, up_to, limit), as entries copy them: the time as stored."""
     c = system_events.c
     page = statements.system_events_page(
@@ -185,8 +205,8 @@ def log_page(event_filter: SystemEventFilter) -> Select[Any]:
         bindparam("limit", type_=BigInteger),
         up_to=bindparam("up_to", type_=BigInteger),
     )
-    return page.with_only_columns(
-        c.position, c.session_id, c.profile_id, raw(c.occur_time), c.encoded
+    return Prepared(
+        page.with_only_columns(c.position, c.session_id, c.profile_id, raw(c.occur_time), c.encoded)
     )
 
 
@@ -206,7 +226,7 @@ def _key_is(ordering: Ordering, key: Any) -> list[ColumnElement[bool]]:
 @lru_cache(maxsize=256)
 def next_waiting(
     postgres: bool, ordering: Ordering, event_filter: SystemEventFilter
-) -> Select[Any]:
+) -> Prepared[Select[Any]]:
     """Per (key, after) pair: the key's first matching event after `after`, up to `up_to`.
 
     Rows of (key, position or NULL per condition of `_key_is`): the answer is the smallest.
@@ -234,7 +254,7 @@ def next_waiting(
         .scalar_subquery()
         for condition in _key_is(ordering, pairs.c.k)
     ]
-    return select(pairs.c.k, *firsts).select_from(pairs)
+    return Prepared(select(pairs.c.k, *firsts).select_from(pairs))
 
 
 @lru_cache(maxsize=256)

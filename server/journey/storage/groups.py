@@ -464,14 +464,14 @@ def _next_waiting(
         else:
             params = {"pairs": listed(False, [[t.key, t.position] for t in chunk])}
         params["up_to"] = group.read_position
-        for key, *positions in connection.execute(lookup, params):
+        for key, *positions in lookup.rows(connection, **params):
             found = [p for p in positions if p is not None]
             if found:
                 firsts[min(found)] = key
     if not firsts:
         return []
     sql = round_statements(postgres)
-    rows = connection.execute(sql.events_at, {"positions": listed(postgres, sorted(firsts))})
+    rows = sql.events_at.rows(connection, positions=listed(postgres, sorted(firsts)))
     return [(firsts[position], position, occur, encoded) for position, occur, encoded in rows]
 
 
@@ -511,8 +511,8 @@ def _hand_out_next(
         finished = unknown
     blocked: dict[str, tuple[int, int, bytes]] = {}
     for chunk in _chunks(sorted({f.key for f in finished})):
-        params = {"g": group.id, "keys": listed(postgres, chunk)}
-        for key, position, attempt, encoded in connection.execute(sql.next_blocked, params):
+        firsts = sql.next_blocked.rows(connection, g=group.id, keys=listed(postgres, chunk))
+        for key, position, attempt, encoded in firsts:
             blocked[key] = (position, attempt, encoded)
     tails = [f for f in finished if f.tail]
     behind = [t for t in tails if t.key in blocked]
@@ -561,9 +561,7 @@ def _hand_out_next(
             inserts.append((group.id, position, key, occur, PENDING, 0, visible, *_NO_LEASE, 1))
     _NEW_ENTRIES.execute(connection, inserts)
     if rest:
-        connection.execute(
-            sql.pending_at, {"g": group.id, "positions": listed(postgres, rest), "now": now}
-        )
+        sql.pending_at.execute(connection, g=group.id, positions=listed(postgres, rest), now=now)
 
 
 _NO_LEASE = (None, None, None)  # member_id, delivery_id, lease_until
@@ -817,9 +815,9 @@ def _settle(
     sql = round_statements(postgres)
     current: dict[str, tuple[int, int, str, int]] = {
         delivery_id: (position, attempt, key, tail)
-        for delivery_id, position, attempt, key, entry_state, tail in connection.execute(
-            sql.at_positions, {"g": group.id, "positions": listed(postgres, positions)}
-        ).all()
+        for delivery_id, position, attempt, key, entry_state, tail in sql.at_positions.rows(
+            connection, g=group.id, positions=listed(postgres, positions)
+        )
         if entry_state in _ACTIVE
     }
     out: dict[str, tuple[list[str], list[str]]] = {}
@@ -868,9 +866,7 @@ def _settle(
         ]
         out[member_id] = (list(settled), [i for i in dict.fromkeys(answered) if i not in settled])
     if ack_positions:
-        connection.execute(
-            sql.delete_at, {"g": group.id, "positions": listed(postgres, ack_positions)}
-        )
+        sql.delete_at.execute(connection, g=group.id, positions=listed(postgres, ack_positions))
     if changes:
         _change(connection, group, changes)
         notify(connection, group.id)
@@ -893,7 +889,7 @@ def at_positions(postgres: bool, group_id: str, positions: Sequence[int]) -> Any
 
     The statement a round runs, with these values bound (to EXPLAIN it).
     """
-    return round_statements(postgres).at_positions.params(
+    return round_statements(postgres).at_positions.statement.params(
         g=group_id, positions=listed(postgres, positions)
     )
 
@@ -928,15 +924,16 @@ def _take_new(
         return False
     postgres = connection.dialect.name == "postgresql"
     sql = round_statements(postgres)
-    head = int(connection.scalar(sql.head) or 0)
+    head = int(sql.head.scalar(connection) or 0)
     if head <= group.read_position:
         return False
     ordering = group.settings.ordering
     # With ordering, some events read may wait behind their keys: read ahead of the room.
     limit = room if ordering == Ordering.NONE else min(SCAN_PAGE, max(4 * room, 100))
     # Rows as plain tuples, the time as stored: each is copied into an entry as it is.
-    page = {"after": group.read_position, "limit": limit, "up_to": head}
-    rows: Sequence[Any] = connection.execute(log_page(group.settings.event_filter), page).all()
+    rows = log_page(group.settings.event_filter).rows(
+        connection, after=group.read_position, limit=limit, up_to=head
+    )
     read = head if len(rows) < limit else rows[-1][0]
     taken: list[tuple[int, str, int, bytes]] = []
     blocked: list[tuple[int, str, int]] = []
@@ -953,8 +950,8 @@ def _take_new(
         keys = {key for _, key, _, _ in keyed}
         headed = {} if waiting is None else {k: True for k in keys if waiting.holds(group.id, k)}
         for chunk in _chunks(sorted(keys - set(headed))):
-            params = {"g": group.id, "keys": listed(postgres, chunk)}
-            headed.update((key, bool(tail)) for key, tail in connection.execute(sql.headed, params))
+            found = sql.headed.rows(connection, g=group.id, keys=listed(postgres, chunk))
+            headed.update((key, bool(tail)) for key, tail in found)
         for position, key, occur, encoded in keyed:
             has_tail = headed.get(key)
             if has_tail:
@@ -990,7 +987,7 @@ def _take_new(
         for position, key, occur in blocked
     ]
     _NEW_ENTRIES.execute(connection, values)
-    connection.execute(sql.set_read, {"g": group.id, "read": read})
+    sql.set_read.execute(connection, g=group.id, read=read)
     # Every row read was taken or waits, and there may be more: another round at once.
     return len(rows) == limit and read == rows[-1][0] and any(left.values())
 
@@ -1002,7 +999,7 @@ def eligible(group: GroupRecord, now: datetime, limit: int) -> Any:
     BLOCKED), so no per-key condition is needed here. The statement a round runs, with these
     values bound (to EXPLAIN it).
     """
-    return round_statements(False).due.params(g=group.id, now=now, limit=limit)
+    return round_statements(False).due.statement.params(g=group.id, now=now, limit=limit)
 
 
 def _redeliver(
@@ -1017,20 +1014,20 @@ def _redeliver(
     if wanted <= 0:
         return []
     sql = round_statements(connection.dialect.name == "postgresql")
-    rows = connection.execute(sql.due, {"g": group.id, "now": now, "limit": wanted}).all()
+    rows = sql.due.rows(connection, g=group.id, now=now, limit=wanted)
     if not rows:
         return []
     lease = to_micros(now + group.settings.ack_timeout)
     out: list[tuple[str, Delivery]] = []
     changes: list[tuple[Any, ...]] = []
-    for member_id, row in assign(rows, left):
+    for member_id, (position, attempt, encoded) in assign(rows, left):
         left[member_id] -= 1
-        delivery = Delivery(new_id(), row.attempt + 1, row.position, row.encoded)
+        delivery = Delivery(new_id(), attempt + 1, position, encoded)
         out.append((member_id, delivery))
         changes.append(
             (
                 group.id,
-                row.position,
+                position,
                 IN_FLIGHT,
                 delivery.attempt,
                 member_id,
@@ -1044,8 +1041,8 @@ def _redeliver(
 
 def _next_due(connection: Connection, group: GroupRecord, now: datetime) -> datetime | None:
     sql = round_statements(connection.dialect.name == "postgresql")
-    waiting = connection.scalar(sql.next_visible, {"g": group.id, "now": now})
-    lease = connection.scalar(sql.next_lease, {"g": group.id})
+    waiting = sql.next_visible.scalar(connection, g=group.id, now=now)
+    lease = sql.next_lease.scalar(connection, g=group.id)
     due = [_as_time(t) for t in (waiting, lease) if t is not None]
     return min(due, default=None)
 
