@@ -25,6 +25,9 @@ def test_work_is_dealt_in_turn_to_the_members_with_room() -> None:
     dealt = assign(list(range(7)), {"a": 3, "b": 1, "c": 0, "d": 5})
     assert dealt == [("a", 0), ("b", 1), ("d", 2), ("a", 3), ("d", 4), ("a", 5), ("d", 6)]
     assert assign([1, 2], {"a": 0}) == []
+    # More items than room: the first ones are dealt (a round leaves the rest pending).
+    dealt = assign(list(range(12)), {"a": 2, "b": 3})
+    assert [item for _, item in dealt] == [0, 1, 2, 3, 4]
 
 
 def test_backoff_doubles_from_one_second_up_to_the_ack_timeout() -> None:

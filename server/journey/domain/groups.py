@@ -180,6 +180,7 @@ def assign(items: Sequence[T], rooms: Mapping[str, int]) -> list[tuple[str, T]]:
 
     So a batch is spread over every member with room rather than filling the first one, and
     with per-key ordering the heads of different keys go to different members in parallel.
+    The items dealt are the first ones: it stops only when no member has room left.
     """
     left = {member: room for member, room in rooms.items() if room > 0}
     out: list[tuple[str, T]] = []

@@ -530,38 +530,36 @@ def _hand_out_next(
     # By position (unique, so no later item of a tuple is ever compared).
     nexts.sort()
     lease = to_micros(now + group.settings.ack_timeout)
+    group_id = group.id
     changes: list[tuple[Any, ...]] = []
     inserts: list[tuple[Any, ...]] = []
-    handed: set[int] = set()
-    for member_id, (position, attempt, encoded, new) in assign(nexts, left):
+    handed = assign(nexts, left)
+    for member_id, (position, attempt, encoded, new) in handed:
         left[member_id] -= 1
-        delivery = Delivery(new_id(), attempt + 1, position, encoded)
-        out.append((member_id, delivery))
-        handed.add(position)
+        delivery_id = new_id()
+        out.append((member_id, Delivery(delivery_id, attempt + 1, position, encoded)))
         if new is None:
             changes.append(
-                (group.id, position, IN_FLIGHT, attempt + 1, member_id, delivery.delivery_id, lease)
+                (group_id, position, IN_FLIGHT, attempt + 1, member_id, delivery_id, lease)
             )
         else:
             key, occur = new
-            delivery_id = delivery.delivery_id
             inserts.append(
-                (group.id, position, key, occur, IN_FLIGHT, 1, 0, member_id, delivery_id, lease, 1)
+                (group_id, position, key, occur, IN_FLIGHT, 1, 0, member_id, delivery_id, lease, 1)
             )
     _HANDED_OUT.execute(connection, changes)
     visible = to_micros(now)
     rest = []
-    for position, _, _, new in nexts:
-        if position in handed:
-            continue
+    # `assign` deals the items in order until no member has room: the rest are what follows.
+    for position, _, _, new in nexts[len(handed) :]:
         if new is None:
             rest.append(position)
         else:
             key, occur = new
-            inserts.append((group.id, position, key, occur, PENDING, 0, visible, *_NO_LEASE, 1))
+            inserts.append((group_id, position, key, occur, PENDING, 0, visible, *_NO_LEASE, 1))
     _NEW_ENTRIES.execute(connection, inserts)
     if rest:
-        sql.pending_at.execute(connection, g=group.id, positions=listed(postgres, rest), now=now)
+        sql.pending_at.execute(connection, g=group_id, positions=listed(postgres, rest), now=now)
 
 
 _NO_LEASE = (None, None, None)  # member_id, delivery_id, lease_until
