@@ -2,9 +2,10 @@
 
 SQLAlchemy's execution of a statement (its execution context, the cursor result and its
 metadata) cost a group commit of one Track call more than SQLite's own work for it; the
-writer's bulk writes and lookups need none of it, their SQL being compiled once ahead
-(storage/bulk.py, storage/lookup.py). Other drivers (asyncpg, aiosqlite) go through
-`Connection.exec_driver_sql`, which bridges them to this synchronous code. Either way a
+writer's bulk writes, lookups and consumer-group rounds need none of it, their SQL being
+compiled once ahead (storage/bulk.py, storage/lookup.py, storage/prepared.py). Other
+drivers (asyncpg, aiosqlite) go through `Connection.exec_driver_sql`, which bridges them to
+this synchronous code. Either way a
 driver's error arrives as SQLAlchemy's exception for it (IntegrityError, OperationalError...),
 which is what storage/failures.py sorts. What is run here fires no SQLAlchemy events.
 """

@@ -25,9 +25,9 @@ class Lookup:
     result's metadata): the preload was a sixth of the GIL's samples with one event per
     call. Here the statement is compiled by SQLAlchemy once per dialect (on SQLite once per
     size class: the key list is padded by repeating its last key to a power of two, which
-    `IN` does not mind, so a few statement texts serve every batch), run through
-    `Connection.exec_driver_sql`, and each column's value goes through its type's own result
-    processor for the dialect, as Core would apply it.
+    `IN` does not mind, so a few statement texts serve every batch; storage/prepared.py
+    compiles it), run on the driver (storage/driver.py), and each column's value goes through
+    its type's own result processor for the dialect, as Core would apply it.
     """
 
     def __init__(self, build: Build) -> None:
