@@ -5,9 +5,9 @@ metadata) cost a group commit of one Track call more than SQLite's own work for 
 writer's bulk writes, lookups and consumer-group rounds need none of it, their SQL being
 compiled once ahead (storage/bulk.py, storage/lookup.py, storage/prepared.py). Other
 drivers (asyncpg, aiosqlite) go through `Connection.exec_driver_sql`, which bridges them to
-this synchronous code. Either way a
-driver's error arrives as SQLAlchemy's exception for it (IntegrityError, OperationalError...),
-which is what storage/failures.py sorts. What is run here fires no SQLAlchemy events.
+this synchronous code. Either way a driver's error arrives as SQLAlchemy's exception for it
+(IntegrityError, OperationalError...), which is what storage/failures.py sorts. What is run
+here fires no SQLAlchemy events.
 """
 
 from __future__ import annotations
