@@ -24,22 +24,18 @@ class Compiled:
     order: tuple[str, ...]
     # Values fixed when the statement was built (a LIMIT, a filter's list), processed.
     fixed: dict[str, Any]
-    # The bind processors of the values given at run time, by name, where the type has one.
-    processors: Mapping[str, Callable[[Any], Any]]
+    # (index in `order`, bind processor) of the values given at run time, where the type has one.
+    processors: tuple[tuple[int, Callable[[Any], Any]], ...]
     # A row's values through their columns' result processors, as Core would give them.
     convert: _Convert
 
     def parameters(self, values: Mapping[str, Any]) -> list[Any]:
         """The driver's positional parameters for these values by name."""
-        fixed, processors = self.fixed, self.processors
-        out = []
-        for name in self.order:
-            if name in fixed:
-                out.append(fixed[name])
-                continue
-            value = values[name]
-            processor = processors.get(name)
-            out.append(value if processor is None else processor(value))
+        # The names given and the names fixed are apart: neither overrides the other.
+        merged = {**values, **self.fixed}
+        out = [merged[name] for name in self.order]
+        for index, processor in self.processors:
+            out[index] = processor(out[index])
         return out
 
 
@@ -59,8 +55,9 @@ def compile_statement(
     # Public API for what Core does at each execution: expand the fixed lists.
     state = compiled.construct_expanded_state(dict.fromkeys(given))
     assert state.positiontup is not None
-    processors = {}
-    for name in state.positiontup:
+    fixed = {}
+    processors = []
+    for index, name in enumerate(state.positiontup):
         bind = binds.get(name)
         # An expanded list's values are not binds of their own: the state has their processors.
         processor = (
@@ -68,13 +65,11 @@ def compile_statement(
             if bind is None
             else bind.type.dialect_impl(dialect).bind_processor(dialect)
         )
-        if processor is not None:
-            processors[name] = processor
-    fixed = {}
-    for name in state.positiontup:
-        if name not in given:
+        if name in given:
+            if processor is not None:
+                processors.append((index, processor))
+        else:
             value = state.parameters[name]
-            processor = processors.pop(name, None)
             fixed[name] = value if processor is None else processor(value)
     results = []
     if isinstance(statement, Select):
@@ -82,9 +77,8 @@ def compile_statement(
             processor = column.type.dialect_impl(dialect).result_processor(dialect, None)
             if processor is not None:
                 results.append((index, processor))
-    return Compiled(
-        state.statement, tuple(state.positiontup), fixed, processors, _converter(tuple(results))
-    )
+    order = tuple(state.positiontup)
+    return Compiled(state.statement, order, fixed, tuple(processors), _converter(tuple(results)))
 
 
 def _converter(processors: tuple[tuple[int, Callable[[Any], Any]], ...]) -> _Convert:
