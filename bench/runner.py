@@ -33,6 +33,9 @@ METRICS = "journey+metrics"
 METRICS_ENV = {"JOURNEY_METRICS_LISTEN": "127.0.0.1:0"}
 # The PostgreSQL columns' worker counts: 1 is journey-pg, N > 1 journey-pg-wN.
 DEFAULT_WORKERS = "1,2"
+# Of load per run in the interleaved rounds of scenario 8 against NATS: past the one-second
+# warm-up, and short enough that 9 rounds of both take about two minutes.
+INGEST_ROUND_SECONDS = 4.0
 # Tells this run's databases from another run's on the same PostgreSQL server.
 RUN_ID = f"{os.getpid()}_{secrets.token_hex(3)}"
 
@@ -211,6 +214,14 @@ def run_journey(scenario: Scenario, plan: Plan, server: Server, workdir: Path) -
         return {"error": f"database: {type(error).__name__}: {error}"}
 
 
+def best_column(
+    by_column: dict[str, dict[str, Any]], columns: list[Server], metric: str
+) -> Server | None:
+    """The candidate column (a Journey configuration) with the most of `metric`; None if none."""
+    found = report.best(by_column, [c.name for c in columns if c.candidate], metric, False)
+    return None if found is None else next(c for c in columns if c.name == found[0])
+
+
 def nats_url() -> str:
     """The NATS server's URL (JOURNEY_BENCH_NATS_URL)."""
     return os.environ.get("JOURNEY_BENCH_NATS_URL", "nats://127.0.0.1:4222")
@@ -290,6 +301,14 @@ def main() -> None:
         help="rounds of scenarios 11 and 12 interleaved with NATS's consumer, when both are "
         "chosen and NATS is up (default 9, or 0 with --quick)",
     )
+    parser.add_argument(
+        "--ingest-rounds",
+        type=int,
+        default=None,
+        metavar="N",
+        help="rounds of scenario 8 interleaved with NATS's publishes, in the configuration best "
+        "in scenario 8's columns, when it is chosen and NATS is up (default 9, or 0 with --quick)",
+    )
     args = parser.parse_args()
     sizes = QUICK if args.quick else FULL
     chosen = chosen_scenarios(args.only)
@@ -342,20 +361,37 @@ def main() -> None:
     group_rounds = args.group_rounds
     if group_rounds is None:
         group_rounds = 0 if args.quick else 9
-    groups_against_nats = None
+    groups_against_nats = ingest_against_nats = None
     by_key = {s.key: s for s in chosen}
-    if group_rounds > 0 and nats["skipped"] is None and {"11", "12"} <= set(by_key):
-        from bench import group_interleaved
+    # Imported here: bench.nats_interleaved builds on this module's columns.
+    from bench import nats_interleaved
 
+    if group_rounds > 0 and nats["skipped"] is None and {"11", "12"} <= set(by_key):
         # One run of each drains its backlog in a second, and NATS's own figure moves by
         # half between runs: the target is judged on interleaved rounds.
         print(f"consumer groups against NATS, interleaved: {group_rounds} rounds", flush=True)
+        journey = Server("journey")
+        sides = {"none": (by_key["11"], journey), "session": (by_key["12"], journey)}
         try:
-            groups_against_nats = group_interleaved.measure(
-                by_key["11"], by_key["12"], sizes, group_rounds
-            )
+            groups_against_nats = nats_interleaved.measure(sides, by_key["11"], sizes, group_rounds)
         except RuntimeError as error:
             groups_against_nats = {"error": str(error)}
+    ingest_rounds = args.ingest_rounds
+    if ingest_rounds is None:
+        ingest_rounds = 0 if args.quick else 9
+    ingest_best = best_column(results.get("8", {}), columns, "events_per_s")
+    if ingest_rounds > 0 and nats["skipped"] is None and ingest_best is not None:
+        # NATS's publish rate moved from 8,000 to 30,000 events/s between runs: the target
+        # is judged on interleaved rounds, each shorter than the scenario's own run.
+        print(f"page-view ingest against NATS, interleaved: {ingest_rounds} rounds", flush=True)
+        short = dataclasses.replace(sizes, seconds=INGEST_ROUND_SECONDS)
+        sides = {"journey": (by_key["8"], ingest_best)}
+        try:
+            ingest_against_nats = nats_interleaved.measure(
+                sides, by_key["8"], short, ingest_rounds
+            ) | {"configuration": ingest_best.name, "seconds": INGEST_ROUND_SECONDS}
+        except RuntimeError as error:
+            ingest_against_nats = {"error": str(error)}
     doc = report.document(
         chosen,
         results,
@@ -368,6 +404,7 @@ def main() -> None:
         interleaved=interleaved,
         against_baseline=against_baseline,
         groups_against_nats=groups_against_nats,
+        ingest_against_nats=ingest_against_nats,
     )
     print()
     print(report.markdown(doc))

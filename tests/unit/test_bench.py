@@ -697,7 +697,7 @@ def test_group_rounds_settles_every_event_once(
 
 
 def test_consumer_groups_are_judged_against_nats_on_the_median_of_interleaved_rounds() -> None:
-    from bench import group_interleaved
+    from bench import nats_interleaved
 
     rounds = [
         {"none": 1200.0, "session": 900.0, "nats": 1000.0},
@@ -706,7 +706,7 @@ def test_consumer_groups_are_judged_against_nats_on_the_median_of_interleaved_ro
     ]
     for r in rounds:
         r |= {f"{o}_ratio": r[o] / r["nats"] for o in ("none", "session")}
-    found = group_interleaved.summary(rounds)
+    found = nats_interleaved.summary(rounds, ("none", "session"))
     assert found["events_per_s"] == {"none": 1500, "session": 1300, "nats": 1600}
     # Medians of the ratios (1.2, 1.3, 0.94 and 0.9, 1.1, 0.81), not ratios of the medians.
     assert found["none"]["median_ratio"] == pytest.approx(1.2)
@@ -729,7 +729,7 @@ def test_a_failed_group_round_is_reported_not_judged() -> None:
 
 
 async def test_a_group_round_runs_journey_in_both_orderings_beside_nats() -> None:
-    from bench import group_interleaved
+    from bench import nats_interleaved
 
     url = runner.nats_url()
     reason = await nats_workloads.probe(url, seconds=2.0)
@@ -738,11 +738,84 @@ async def test_a_group_round_runs_journey_in_both_orderings_beside_nats() -> Non
     by_key = {s.key: s for s in SCENARIOS}
     small = dataclasses.replace(QUICK, group_events=300)
     # The runs start their own event loops (subprocesses): not on this test's.
+    journey = runner.Server("journey")
+    sides = {"none": (by_key["11"], journey), "session": (by_key["12"], journey)}
     found = await asyncio.to_thread(
-        group_interleaved.measure, by_key["11"], by_key["12"], small, rounds=1, seed=7
+        nats_interleaved.measure, sides, by_key["11"], small, rounds=1, seed=7
     )
     assert found["rounds"] == 1
     rates = found["events_per_s"]
     assert min(rates.values()) > 0
     assert found["session"]["median_ratio"] == pytest.approx(rates["session"] / rates["nats"])
     assert found["none"]["ratios"] == [round(rates["none"] / rates["nats"], 3)]
+
+
+def test_page_view_ingest_is_judged_against_nats_on_the_median_of_interleaved_rounds() -> None:
+    from bench import nats_interleaved
+
+    rounds = [
+        {"journey": 9000.0, "nats": 10000.0},
+        {"journey": 20000.0, "nats": 12500.0},
+        {"journey": 15000.0, "nats": 14000.0},
+    ]
+    for r in rounds:
+        r["journey_ratio"] = r["journey"] / r["nats"]
+    found = nats_interleaved.summary(rounds, ("journey",))
+    # The median of 0.9, 1.6 and 1.07, not 15,000 / 12,500.
+    assert found["journey"]["median_ratio"] == pytest.approx(15000 / 14000)
+    ingest = found | {"configuration": "journey-pg", "seconds": 4.0}
+    doc = report.document([], {}, [], False, 0.0, ingest_against_nats=ingest)
+    judged = doc["ingest_against_nats_interleaved"]
+    assert judged["journey"]["met"] is True
+    text = report.markdown(doc)
+    assert "### Page-view ingest against NATS JetStream, interleaved" in text
+    assert "3 rounds of scenario 8 (4 s of load per run), Journey (journey-pg, the best" in text
+    assert "median events/s 15,000 Journey, 12,500 NATS" in text
+    assert "**1.07** (target >= 1.0 x NATS, met: yes); each round's ratio 0.90, 1.60, 1.07." in text
+    rounds[2]["journey_ratio"] = 0.95
+    doc = report.document(
+        [],
+        {},
+        [],
+        False,
+        0.0,
+        ingest_against_nats=ingest | nats_interleaved.summary(rounds, ("journey",)),
+    )
+    assert doc["ingest_against_nats_interleaved"]["journey"]["met"] is False
+    assert "met: no" in report.markdown(doc)
+
+
+def test_the_interleaved_ingest_runs_the_best_candidate_column() -> None:
+    sqlite = runner.Server("journey", candidate=True)
+    pg = runner.Server("journey-pg", postgres=True, candidate=True)
+    other = runner.Server("before", checkout=Path("/elsewhere"))
+    columns = [runner.Server("baseline"), sqlite, pg, other, runner.Server(runner.NATS)]
+    by_column = {
+        "baseline": {"events_per_s": 90.0},
+        "journey": {"events_per_s": 30.0},
+        "journey-pg": {"events_per_s": 45.0},
+        "before": {"events_per_s": 80.0},
+        "nats": {"events_per_s": 70.0},
+    }
+    assert runner.best_column(by_column, columns, "events_per_s") is pg
+    by_column["journey-pg"] = {"error": "down"}
+    assert runner.best_column(by_column, columns, "events_per_s") is sqlite
+    assert runner.best_column({"journey": {"error": "down"}}, columns, "events_per_s") is None
+
+
+async def test_an_ingest_round_runs_journey_beside_nats() -> None:
+    from bench import nats_interleaved
+
+    url = runner.nats_url()
+    reason = await nats_workloads.probe(url, seconds=2.0)
+    if reason is not None:
+        pytest.skip(f"no NATS JetStream at {url}: {reason}")
+    scenario = next(s for s in SCENARIOS if s.key == "8")
+    short = dataclasses.replace(QUICK, seconds=1.0)
+    sides = {"journey": (scenario, runner.Server("journey", candidate=True))}
+    found = await asyncio.to_thread(nats_interleaved.measure, sides, scenario, short, 2, 3)
+    assert found["rounds"] == 2
+    ratios = found["journey"]["ratios"]
+    assert len(ratios) == 2
+    assert min(ratios) > 0
+    assert found["journey"]["median_ratio"] == pytest.approx(sum(ratios) / 2, abs=1e-3)
