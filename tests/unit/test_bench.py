@@ -790,7 +790,7 @@ def test_the_interleaved_ingest_runs_the_best_candidate_column() -> None:
     pg = runner.Server("journey-pg", postgres=True, candidate=True)
     other = runner.Server("before", checkout=Path("/elsewhere"))
     columns = [runner.Server("baseline"), sqlite, pg, other, runner.Server(runner.NATS)]
-    by_column = {
+    by_column: dict[str, dict[str, Any]] = {
         "baseline": {"events_per_s": 90.0},
         "journey": {"events_per_s": 30.0},
         "journey-pg": {"events_per_s": 45.0},
