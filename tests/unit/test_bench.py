@@ -720,12 +720,25 @@ def test_consumer_groups_are_judged_against_nats_on_the_median_of_interleaved_ro
     assert "| SESSION | **0.90** | 0.90, 1.10, 0.81 | >= 1.0 x NATS | no |" in text
 
 
-def test_a_failed_group_round_is_reported_not_judged() -> None:
-    doc = report.document(
-        [], {}, [], False, 0.0, groups_against_nats={"error": "round 1, nats: down"}
+@pytest.mark.parametrize(
+    ("argument", "key", "title"),
+    [
+        ("groups_against_nats", "groups_against_nats_interleaved", "Consumer groups"),
+        ("ingest_against_nats", "ingest_against_nats_interleaved", "Page-view ingest"),
+    ],
+)
+def test_a_failed_round_against_nats_is_reported_not_judged(
+    argument: str, key: str, title: str
+) -> None:
+    failed = {"error": "round 1, nats: down"}
+    measured: dict[str, Any] = {argument: failed}
+    doc = report.document([], {}, [], False, 0.0, **measured)
+    assert doc[key] == failed
+    text = report.markdown(doc)
+    assert (
+        f"### {title} against NATS JetStream, interleaved\n\nNot measured: round 1, nats: down"
+        in text
     )
-    assert doc["groups_against_nats_interleaved"] == {"error": "round 1, nats: down"}
-    assert "Not measured: round 1, nats: down" in report.markdown(doc)
 
 
 async def test_a_group_round_runs_journey_in_both_orderings_beside_nats() -> None:
