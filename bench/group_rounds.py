@@ -21,9 +21,9 @@ from bench import seed
 from journey import runtime
 from journey.domain.groups import BEGINNING, GroupSettings, Ordering
 from journey.domain.model import SystemEventFilter
-from journey.groups import _new_id
+from journey.groups import next_id
 from journey.storage import groups
-from journey.storage.database import _sqlite_pragmas
+from journey.storage.database import sqlite_pragmas
 from journey.storage.waiting_cache import INFO_KEY, WaitingCache
 
 MEMBERS = 4
@@ -40,7 +40,7 @@ def main() -> None:
         # Creates the schema (migrations) and stores the events as the writer would.
         seed.system_events(f"sqlite+aiosqlite:///{path}", count, datetime.now(UTC))
         engine = create_engine(f"sqlite+pysqlite:///{path}")
-        event.listen(engine, "connect", _sqlite_pragmas(synchronous))
+        event.listen(engine, "connect", sqlite_pragmas(synchronous))
         now = datetime.now(UTC)
         settings = GroupSettings(SystemEventFilter(), timedelta(seconds=30), 5, ordering)
         with engine.begin() as connection:
@@ -63,7 +63,7 @@ def main() -> None:
             with engine.begin() as connection:
                 connection.info[INFO_KEY] = waiting
                 result = groups.dispatch(
-                    connection, "group", now, ops, dict.fromkeys(held, ROOM), _new_id, expire=False
+                    connection, "group", now, ops, dict.fromkeys(held, ROOM), next_id, expire=False
                 )
             for member, (settled, _) in result.settled.items():
                 acked += [held[member][delivery_id] for delivery_id in settled]

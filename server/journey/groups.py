@@ -49,7 +49,8 @@ _ID_PREFIX = str(uuid.uuid4())[:24]
 _ID_COUNTER = itertools.count(16**11)
 
 
-def _new_id() -> str:
+def next_id() -> str:
+    """A new id for a group, a member or a delivery: this process's prefix and next count."""
     return _ID_PREFIX + hex(next(_ID_COUNTER))[2:]
 
 
@@ -71,7 +72,7 @@ class ConsumerGroups:
         writer: Writer,
         broker: Broker,
         clock: Clock,
-        new_id: Callable[[], str] = _new_id,
+        new_id: Callable[[], str] = next_id,
     ) -> None:
         self._database = database
         self._writer = writer
@@ -269,7 +270,7 @@ class ConsumerGroups:
         ) -> storage.Round:
             return await self._writer.submit(
                 lambda uow: storage.dispatch(
-                    uow.connection, group_id, now, ops, rooms, _new_id, expire=expire
+                    uow.connection, group_id, now, ops, rooms, next_id, expire=expire
                 )
             )
 

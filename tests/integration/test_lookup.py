@@ -65,7 +65,9 @@ async def test_every_batch_size_finds_exactly_the_stored_rows(database: Database
             )
             ids = [f"e{i}" for i in range(size)] + ["nope"]
             rows = stored_events.rows(connection, ids, source_id="web")
-            assert sorted(rows) == sorted((f"e{i}", "p", "s") for i in range(size) if i % 2), size
+            assert sorted(tuple(r) for r in rows) == sorted(
+                (f"e{i}", "p", "s") for i in range(size) if i % 2
+            ), size
         assert sessions.rows(connection, []) == []
 
     async with database.engine.begin() as connection:

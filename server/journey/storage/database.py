@@ -54,7 +54,8 @@ class Database:
 SYNCHRONOUS_MODES = ("NORMAL", "FULL")
 
 
-def _sqlite_pragmas(synchronous: str) -> Callable[[Any, Any], None]:
+def sqlite_pragmas(synchronous: str) -> Callable[[Any, Any], None]:
+    """The "connect" listener that sets WAL, `synchronous` and the busy timeout on SQLite."""
     if synchronous not in SYNCHRONOUS_MODES:
         raise ValueError(f"synchronous must be one of {SYNCHRONOUS_MODES}, not {synchronous!r}")
 
@@ -92,7 +93,7 @@ async def open_database(
     engine = create_async_engine(url, **kwargs)
     writer_engine = None
     if engine.dialect.name == "sqlite":
-        pragmas = _sqlite_pragmas(sqlite_synchronous)
+        pragmas = sqlite_pragmas(sqlite_synchronous)
         event.listen(engine.sync_engine, "connect", pragmas)
         if _is_sqlite_file(engine.url):
             # pysqlite keeps 128 prepared statements per connection by default; the writer's

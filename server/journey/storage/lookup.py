@@ -38,7 +38,7 @@ class Lookup:
 
     def rows(
         self, connection: Connection, keys: Sequence[str], **named: Any
-    ) -> list[tuple[Any, ...]]:
+    ) -> Sequence[Sequence[Any]]:
         """The rows matching any of `keys` (none if `keys` is empty); `named` binds the rest."""
         if not keys:
             return []
@@ -57,4 +57,6 @@ class Lookup:
             padded = [*keys, *[keys[-1]] * (size - len(keys))]
             values.update((f"keys_{i}", key) for i, key in enumerate(padded))
         found = driver.rows(connection, compiled.sql, compiled.parameters(values))
-        return [compiled.convert(row) for row in found]
+        convert = compiled.convert
+        # Without a result processor (the client event ids' lookup) the rows are as given.
+        return found if convert is tuple else [convert(row) for row in found]
